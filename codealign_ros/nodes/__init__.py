@@ -1,0 +1,1 @@
+"""Executable ROS 2 nodes (thin adapters over codealign_ros.core)."""

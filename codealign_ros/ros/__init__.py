@@ -1,0 +1,1 @@
+"""ROS-aware adapters: message conversions, QoS, nodes."""

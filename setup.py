@@ -1,0 +1,31 @@
+"""ament_python package definition of codealign_ros (built by colcon)."""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "codealign_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=[PACKAGE, PACKAGE + ".*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
+        ("share/" + PACKAGE, ["package.xml"]),
+        ("share/" + PACKAGE + "/config", glob("config/*")),
+        ("share/" + PACKAGE + "/launch", glob("launch/*.py")),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=True,
+    maintainer="CodeAlign ROS maintainers",
+    maintainer_email="maintainers@users.noreply.github.com",
+    description="CodeAlign V2X cooperative perception as ROS 2 nodes.",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [
+            "codealign = codealign_ros.cli:main",
+            "codemap_source = codealign_ros.nodes.codemap_source:main",
+            "codemap_monitor = codealign_ros.nodes.codemap_monitor:main",
+        ],
+    },
+)

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Idempotent, cached workspace setup: .venv from requirements.lock, then colcon build
+# of codealign_msgs and codealign_ros into install/. Re-runs only what changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PYTHON=${PYTHON:-python3}
+VENV=$ROOT/.venv
+LOCK=$ROOT/requirements.lock
+
+say() { printf '[setup] %s\n' "$*"; }
+digest() { cat "$@" | sha256sum | cut -d' ' -f1; }
+
+venv_key=$(digest "$LOCK" tools/fix_ros_wheel_prefix.py)
+if [[ ! -f $VENV/.codealign-key || $(cat "$VENV/.codealign-key") != "$venv_key" ]]; then
+    start=$SECONDS
+    say "creating virtualenv $VENV from requirements.lock"
+    [[ -x $VENV/bin/python ]] || "$PYTHON" -m venv "$VENV"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-input -r "$LOCK"
+    "$VENV/bin/python" tools/fix_ros_wheel_prefix.py "$VENV"
+    echo "$venv_key" > "$VENV/.codealign-key"
+    say "virtualenv ready in $((SECONDS - start)) s"
+else
+    say "virtualenv up to date"
+fi
+
+build_inputs=$(find codealign_msgs setup.py setup.cfg package.xml resource -type f | sort)
+build_key=$(digest $build_inputs "$VENV/.codealign-key")
+if [[ ! -f install/.codealign-key || $(cat install/.codealign-key) != "$build_key" ]]; then
+    start=$SECONDS
+    say "building codealign_msgs and codealign_ros with colcon"
+    # shellcheck disable=SC1091
+    source "$VENV/bin/activate"
+    export AMENT_PREFIX_PATH=$VENV CMAKE_PREFIX_PATH=$VENV
+    rm -rf build/codealign_msgs build/codealign_ros
+    mkdir -p log
+    if ! colcon --log-base log build --symlink-install --merge-install \
+            --base-paths . codealign_msgs \
+            --cmake-args -DBUILD_TESTING=OFF -DPython3_EXECUTABLE="$VENV/bin/python" > "$ROOT/log/colcon-build.txt" 2>&1 \
+            < /dev/null; then
+        tail -n 60 log/colcon-build.txt
+        say "colcon build failed; full log in log/colcon-build.txt"
+        exit 1
+    fi
+    echo "$build_key" > install/.codealign-key
+    say "workspace built in $((SECONDS - start)) s"
+else
+    say "workspace up to date"
+fi
