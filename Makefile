@@ -6,7 +6,7 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 export PYTHONUNBUFFERED := 1
 RUN := source ./env.sh &&
 
-.PHONY: setup test demo clean help
+.PHONY: setup test demo bench clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -19,6 +19,9 @@ test: setup  ## run the whole test suite
 
 demo: setup  ## run the main demo on the embedded default
 	$(RUN) codealign demo
+
+bench: setup  ## benchmarks; results in benchmarks/results/ (see README)
+	$(RUN) python benchmarks/bench_data.py
 
 clean:  ## remove build products (keeps .venv)
 	rm -rf build install log .pytest_cache .hypothesis

@@ -14,7 +14,7 @@ def _demo(args: argparse.Namespace) -> int:
     from codealign_ros.processes import ProcessGroup
 
     agents = [("cav_1", "m1", "g1", "zstd"), ("cav_2", "m4", "g2", "zlib"),
-              ("rsu_-1", "m2", "g1", "raw")][: args.agents]
+              ("rsu_1", "m2", "g1", "raw")][: args.agents]
     env = {"ROS_DOMAIN_ID": str(args.domain_id)} if args.domain_id is not None else {}
     with ProcessGroup(env) as group:
         group.start_module("monitor", "codealign_ros.nodes.codemap_monitor")
@@ -46,7 +46,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--domain-id", type=int, default=None,
                       help="ROS_DOMAIN_ID for the demo graph (default: inherited)")
     demo.set_defaults(func=_demo)
+    _add_data_commands(sub)
     return parser
+
+
+def _add_data_commands(sub: argparse._SubParsersAction) -> None:
+    """Dataset generation, rosbag conversion and replay."""
+    from codealign_ros.data.bag import add_convert_parser
+    from codealign_ros.data.synth import add_synth_parser
+    from codealign_ros.nodes.bag_player import add_play_parser
+
+    add_synth_parser(sub)
+    add_convert_parser(sub)
+    add_play_parser(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

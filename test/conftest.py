@@ -11,7 +11,7 @@ import pytest
 def ros_domain(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
     """A ROS_DOMAIN_ID unique to this test and process, discovery kept on localhost."""
     key = f"{os.getpid()}:{request.node.nodeid}".encode()
-    domain = 1 + int(hashlib.sha256(key).hexdigest(), 16) % 100
+    domain = 1 + int(hashlib.sha256(key).hexdigest(), 16) % 100  # ROS-recommended 0..101
     monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     return domain

@@ -30,7 +30,7 @@ def _summary(stdout: str) -> dict:
 
 
 def test_code_maps_arrive_intact_between_processes(ros_domain: int, tmp_path: Path) -> None:
-    agents = {"cav_1": "zstd", "rsu_-2": "raw", "cav_3": "zlib"}
+    agents = {"cav_1": "zstd", "rsu_2": "raw", "cav_3": "zlib"}
     with ProcessGroup() as group:
         monitor = group.start_module(
             "monitor", "codealign_ros.nodes.codemap_monitor",
@@ -55,7 +55,7 @@ def test_code_maps_arrive_intact_between_processes(ros_domain: int, tmp_path: Pa
         assert got == sent, f"{agent}: content differs or out of order"
     summary = _summary(out)
     assert summary["drops"] == {}
-    assert summary["agents"]["rsu_-2"]["payload_bytes_per_msg"] == 32768
+    assert summary["agents"]["rsu_2"]["payload_bytes_per_msg"] == 32768
     assert summary["agents"]["cav_1"]["payload_bytes_per_msg"] < 32768
 
 

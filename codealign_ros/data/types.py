@@ -17,8 +17,9 @@ def agent_name(cav_id: int) -> str:
 class CameraFrame:
     """One pinhole camera image with calibration.
 
-    intrinsic: 3x3 K (pixels); extrinsic: 4x4 LiDAR -> camera (OPV2V `extrinsic`; the
-    camera frame is x right, y down, z forward); depth: (H, W) float32 metres along the
+    intrinsic: 3x3 K (pixels); extrinsic: 4x4 LiDAR -> camera with the camera frame in
+    OpenCV axes (x right, y down, z forward), as HEAL recomputes it from OPV2V's `cords`
+    (the yaml's own `extrinsic` is in UE4 axes); depth: (H, W) float32 metres along the
     optical axis, 0 where nothing was hit, or None when the dataset has no depth.
     """
 
@@ -30,7 +31,11 @@ class CameraFrame:
 
 @dataclass
 class AgentFrame:
-    """What one agent (vehicle or road-side unit) sensed at one frame."""
+    """What one agent (vehicle or road-side unit) sensed at one frame.
+
+    All frames are right-handed (x forward, y left, z up; REP 103). OPV2V/CARLA files are
+    left-handed; `codealign_ros.data.opv2v` mirrors y at the file boundary.
+    """
 
     agent_id: str  # ROS-safe name, e.g. "cav_641", "rsu_1", "vehicle", "infrastructure"
     points: np.ndarray  # (N, 4) float32 x, y, z, intensity in the LiDAR frame
