@@ -1,0 +1,1 @@
+"""PyTorch modules of CodeAlign (ROS-free)."""
