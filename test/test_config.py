@@ -2,6 +2,7 @@
 import pytest
 
 from codealign_ros.config import ConfigError, frame, load_config, lookup, topic
+from codealign_ros.models.warp import BevGrid
 from codealign_ros.ros.qos import qos_profile
 
 
@@ -24,6 +25,20 @@ def test_missing_key_names_the_path() -> None:
 
 def test_code_map_profiles_match_paper_payload() -> None:
     bits = lookup("codemap", "codebook_bits")
-    opv2v = lookup("codemap", "profiles", "opv2v")
-    assert opv2v["height"] * opv2v["width"] * bits // 8 == 32768
-    assert opv2v["resolution"] * opv2v["width"] == pytest.approx(204.8)
+    opv2v, dair = BevGrid.from_config("opv2v"), BevGrid.from_config("dairv2x")
+    assert opv2v.height * opv2v.width * bits // 8 == 32768
+    assert opv2v.resolution * opv2v.width == pytest.approx(204.8)
+    assert (opv2v.x_min, opv2v.y_min) == (-102.4, -102.4)
+    assert dair.height * dair.width * bits // 8 == 16384
+
+
+def test_profiles_derive_consistent_grids() -> None:
+    from codealign_ros.models.profile import load_profile, profile_names
+
+    assert {"mini", "opv2v", "dairv2x"} <= set(profile_names())
+    mini = load_profile("mini")
+    assert (mini.grid.width, mini.grid.height, mini.grid.resolution) == (64, 64, 0.8)
+    assert mini.voxel_grid("pillar") == (128, 128, 1)
+    assert load_profile("opv2v").voxel_grid("pillar") == (512, 512, 1)
+    with pytest.raises(ConfigError, match="unknown profile"):
+        load_profile("nope")

@@ -12,7 +12,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from codealign_ros import config
 
 ArrayLike = Union[torch.Tensor, np.ndarray]
 
@@ -29,10 +28,10 @@ class BevGrid:
 
     @classmethod
     def from_config(cls, profile: str) -> "BevGrid":
-        """Grid of `codemap.yaml` profile `profile`."""
-        p = config.lookup("codemap", "profiles", profile)
-        return cls(float(p["origin"][0]), float(p["origin"][1]), int(p["width"]),
-                   int(p["height"]), float(p["resolution"]))
+        """Exchanged BEV grid of model profile `profile` (config/profiles.yaml)."""
+        from codealign_ros.models.profile import load_profile  # profile imports this module
+
+        return load_profile(profile).grid
 
     def scaled(self, factor: int) -> "BevGrid":
         """The same extent at a `factor` times coarser resolution (a pyramid level)."""

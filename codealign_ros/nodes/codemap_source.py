@@ -16,6 +16,7 @@ from rclpy.node import Node
 from codealign_ros.config import frame, lookup, topic
 from codealign_ros.core.codemap import (CodeMap, Encoding, GridPose, codebook_hash,
                                         realistic_code_map)
+from codealign_ros.models.warp import BevGrid
 from codealign_ros.ros.codemap_msg import codemap_to_msg
 from codealign_ros.ros.qos import qos_profile
 from codealign_ros.ros.runner import run_node
@@ -39,20 +40,19 @@ class CodeMapSource(Node):
         p = self._declare_parameters()
         self.agent_id = p["agent_id"]
         bits = int(lookup("codemap", "codebook_bits"))
-        geometry = lookup("codemap", "profiles", p["profile"])
+        grid = BevGrid.from_config(p["profile"])
         self.encoding = Encoding[p["encoding"].upper()]
         self.count, self.sent, self.wait_for = p["count"], 0, p["wait_for_subscribers"]
         self.speed, self.matched_at = p["speed_mps"], None
         self.record = open(p["record"], "w") if p["record"] else None
         self.maps = [
-            CodeMap(indices=realistic_code_map(geometry["height"], geometry["width"], bits,
+            CodeMap(indices=realistic_code_map(grid.height, grid.width, bits,
                                                seed=p["seed"] * 1000 + i),
                     bits=bits, agent_id=self.agent_id, modality=p["modality"],
                     code_space=p["code_space"],
                     codebook_hash=synthetic_codebook_hash(p["code_space"], bits),
                     stamp_ns=0, frame_id=frame("grid", agent=self.agent_id),
-                    resolution=float(geometry["resolution"]),
-                    origin=tuple(float(v) for v in geometry["origin"]),
+                    resolution=grid.resolution, origin=(grid.x_min, grid.y_min, 0.0),
                     pose=GridPose.identity())
             for i in range(DISTINCT_MAPS)]
         self.publisher = self.create_publisher(CodeMapMsg, topic("codemap"), qos_profile("codemap"))
