@@ -1,0 +1,15 @@
+"""ROS-free deployment runtime: ONNX export and TensorRT / ONNX Runtime / PyTorch backends."""
+
+from __future__ import annotations
+
+from codealign_ros.runtime.backends import (
+    BackendError, InferenceBackend, OnnxRuntimeBackend, TorchBackend, available_backends,
+    compare_outputs, create_backend,
+)
+from codealign_ros.runtime.export import ExportError, export_onnx, onnx_sha256, verify_onnx
+
+__all__ = [
+    "BackendError", "ExportError", "InferenceBackend", "OnnxRuntimeBackend", "TorchBackend",
+    "available_backends", "compare_outputs", "create_backend", "export_onnx", "onnx_sha256",
+    "verify_onnx",
+]

@@ -1,0 +1,328 @@
+"""Inference backends (PyTorch, ONNX Runtime, TensorRT) behind one numpy-in/numpy-out interface."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from codealign_ros.runtime.export import as_output_list, load_sidecar
+
+__all__ = [
+    "BackendError", "TensorSpec", "InferenceBackend", "TorchBackend", "OnnxRuntimeBackend",
+    "available_backends", "create_backend", "compare_outputs", "specs_from_sidecar",
+]
+
+LOGGER_NAME = "codealign.runtime"
+KINDS = ("auto", "tensorrt", "onnxruntime", "torch")
+DEVICES = ("auto", "cpu", "cuda")
+# Preference order of ``backend: auto`` (best first), with the labels of available_backends().
+AUTO_ORDER = (("tensorrt", "cuda"), ("onnxruntime", "cuda"), ("torch", "cuda"),
+              ("onnxruntime", "cpu"), ("torch", "cpu"))
+_ORT_TYPES = {
+    "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int16)": np.int16,
+    "tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(uint16)": np.uint16,
+    "tensor(bool)": np.bool_,
+}
+
+
+class BackendError(ValueError):
+    """A backend is unavailable, failed to load, or was given bad inputs."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Expected dtype and shape of one input; None means "any" (whole dtype/shape or one dim)."""
+
+    name: str
+    dtype: np.dtype | None = None
+    shape: tuple[int | None, ...] | None = None
+
+    def check(self, value: Any) -> None:
+        """Raise :class:`BackendError` naming this input when ``value`` does not fit."""
+        if not isinstance(value, np.ndarray):
+            kind = type(value).__name__
+            raise BackendError(f"input {self.name!r} must be a numpy array, got {kind}")
+        if self.dtype is not None and value.dtype != self.dtype:
+            raise BackendError(
+                f"input {self.name!r} has dtype {value.dtype}, expected {self.dtype}")
+        if self.shape is None:
+            return
+        fits = len(value.shape) == len(self.shape) and all(
+            want is None or want == got for want, got in zip(self.shape, value.shape))
+        if not fits:
+            want = "(" + ", ".join("?" if d is None else str(d) for d in self.shape) + ")"
+            raise BackendError(
+                f"input {self.name!r} has shape {tuple(value.shape)}, expected {want}")
+
+
+def specs_from_sidecar(sidecar: dict[str, Any]) -> dict[str, TensorSpec]:
+    """Input specs from an export sidecar (dim names of dynamic axes become None)."""
+    return {i["name"]: TensorSpec(i["name"], np.dtype(i["dtype"]), _static_dims(i["shape"]))
+            for i in sidecar["inputs"]}
+
+
+def _static_dims(shape: list[Any]) -> tuple[int | None, ...]:
+    """Shape with dynamic dims (names, None, <= 0) as None."""
+    return tuple(d if isinstance(d, int) and d > 0 else None for d in shape)
+
+
+class InferenceBackend(ABC):
+    """``backend(inputs: dict[name, ndarray]) -> dict[name, ndarray]``; ``last_ms`` = wall time."""
+
+    name: str = "abstract"
+    device: str = "cpu"
+
+    def __init__(self, input_names: list[str], output_names: list[str],
+                 input_specs: dict[str, TensorSpec] | None = None) -> None:
+        self.input_names, self.output_names = list(input_names), list(output_names)
+        self.input_specs = {n: (input_specs or {}).get(n, TensorSpec(n)) for n in self.input_names}
+        self.last_ms = float("nan")
+
+    def validate(self, inputs: dict[str, Any]) -> None:
+        """Raise :class:`BackendError` naming the first missing, unknown or ill-shaped input."""
+        unknown = [n for n in inputs if n not in self.input_specs]
+        if unknown:
+            raise BackendError(f"unknown input {unknown[0]!r} (expected {self.input_names})")
+        missing = [n for n in self.input_names if n not in inputs]
+        if missing:
+            raise BackendError(f"missing input {missing[0]!r} (expected {self.input_names})")
+        for name in self.input_names:
+            self.input_specs[name].check(inputs[name])
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.validate(inputs)
+        start = time.perf_counter()
+        outputs = self._run(inputs)
+        self.last_ms = (time.perf_counter() - start) * 1e3
+        return outputs
+
+    @abstractmethod
+    def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Inference on validated inputs."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(device={self.device!r}, inputs={self.input_names})"
+
+
+class TorchBackend(InferenceBackend):
+    """A PyTorch module in eval/inference mode, called positionally in ``input_names`` order."""
+
+    name = "torch"
+
+    def __init__(self, module: nn.Module, input_names: list[str], output_names: list[str],
+                 device: str = "cpu", input_specs: dict[str, TensorSpec] | None = None) -> None:
+        super().__init__(input_names, output_names, input_specs)
+        if device not in ("cpu", "cuda"):
+            raise BackendError(f"torch device must be 'cpu' or 'cuda', got {device!r}")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise BackendError(f"torch CUDA unavailable (torch {torch.__version__}, no usable GPU)")
+        self.device = device
+        self.module = module.to(device).eval()
+
+    def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with torch.inference_mode():
+            args = [torch.as_tensor(np.ascontiguousarray(inputs[n]), device=self.device)
+                    for n in self.input_names]
+            outputs = as_output_list(self.module(*args), self.output_names)
+            return {n: t.detach().cpu().numpy() for n, t in zip(self.output_names, outputs)}
+
+
+class OnnxRuntimeBackend(InferenceBackend):
+    """An ONNX Runtime session on the CPU, or the CUDA execution provider."""
+
+    name = "onnxruntime"
+
+    def __init__(self, onnx_path: Path | str, device: str = "cpu",
+                 threads: int | None = None) -> None:
+        ort = _import_onnxruntime()
+        if device not in ("cpu", "cuda"):
+            raise BackendError(f"onnxruntime device must be 'cpu' or 'cuda', got {device!r}")
+        if not Path(onnx_path).is_file():
+            raise BackendError(f"ONNX file not found: {onnx_path}")
+        providers = ["CPUExecutionProvider"]
+        if device == "cuda":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise BackendError(
+                    "onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)")
+            providers.insert(0, "CUDAExecutionProvider")
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = int(threads)
+        try:
+            self.session = ort.InferenceSession(str(onnx_path), options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise BackendError(f"onnxruntime cannot load {onnx_path}: {exc}") from exc
+        if providers[0] not in self.session.get_providers():
+            raise BackendError(
+                f"onnxruntime could not enable {providers[0]} (CUDA libraries missing?)")
+        self.device, self.onnx_path = device, Path(onnx_path)
+        ins, outs = self.session.get_inputs(), self.session.get_outputs()
+        specs = {i.name: TensorSpec(i.name, _ort_dtype(i.type), _static_dims(i.shape)) for i in ins}
+        super().__init__([i.name for i in ins], [o.name for o in outs], specs)
+
+    def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        results = self.session.run(self.output_names, {n: inputs[n] for n in self.input_names})
+        return dict(zip(self.output_names, results))
+
+
+def _ort_dtype(type_str: str) -> np.dtype | None:
+    dtype = _ORT_TYPES.get(type_str)
+    return None if dtype is None else np.dtype(dtype)
+
+
+def _import_onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise BackendError("onnxruntime is not installed") from exc
+    return onnxruntime
+
+
+def compare_outputs(expected: dict[str, np.ndarray], actual: dict[str, np.ndarray],
+                    atol: float = 1e-4, rtol: float = 1e-4) -> float:
+    """Max abs error over float outputs; integer/bool outputs must match exactly.
+
+    Raises ValueError naming the first output that is missing, misshapen or out of tolerance.
+    """
+    worst = 0.0
+    for name, want in expected.items():
+        if name not in actual:
+            raise ValueError(f"output {name!r} missing")
+        got = np.asarray(actual[name])
+        if got.shape != want.shape:
+            raise ValueError(f"output {name!r} has shape {got.shape}, expected {want.shape}")
+        if not np.issubdtype(want.dtype, np.floating):
+            bad = int(np.count_nonzero(got != want))
+            if bad:
+                raise ValueError(
+                    f"integer output {name!r} differs in {bad} of {want.size} elements")
+            continue
+        err = np.abs(got.astype(np.float64) - want.astype(np.float64))
+        worst = max(worst, float(err.max(initial=0.0)))
+        if not np.allclose(got, want, atol=atol, rtol=rtol):
+            raise ValueError(f"output {name!r} max abs error {float(err.max()):.3g} "
+                             f"exceeds atol={atol} rtol={rtol}")
+    return worst
+
+
+def _gpu_present() -> bool:
+    """A CUDA GPU is visible (torch sees one, or the NVIDIA driver's device node exists)."""
+    return torch.cuda.is_available() or Path("/dev/nvidiactl").exists()
+
+
+def _missing(kind: str, device: str) -> str | None:
+    """Why backend ``kind`` cannot run on ``device`` in this environment, or None."""
+    if kind in ("tensorrt", "onnxruntime") and importlib.util.find_spec(kind) is None:
+        return f"{kind} not installed"
+    if device == "cpu":
+        return None
+    if not _gpu_present():
+        return "no CUDA GPU"
+    if kind == "onnxruntime":
+        providers = _import_onnxruntime().get_available_providers()
+        if "CUDAExecutionProvider" not in providers:
+            return "onnxruntime has no CUDAExecutionProvider"
+        return None
+    if not torch.cuda.is_available():
+        return f"{kind} needs torch with CUDA (torch {torch.__version__} sees no GPU)"
+    return None
+
+
+def available_backends() -> list[str]:
+    """Usable backends, best first: tensorrt, onnxruntime-cuda, torch-cuda, onnxruntime, torch."""
+    labels = []
+    for kind, device in AUTO_ORDER:
+        if _missing(kind, device) is None:
+            labels.append(kind if kind == "tensorrt" or device == "cpu" else f"{kind}-{device}")
+    return labels
+
+
+def _candidates(kind: str, device: str) -> list[tuple[str, str]]:
+    if kind not in KINDS:
+        raise BackendError(f"unknown backend {kind!r}; choose one of {KINDS}")
+    if device not in DEVICES:
+        raise BackendError(f"unknown device {device!r}; choose one of {DEVICES}")
+    order = [c for c in AUTO_ORDER if kind in ("auto", c[0]) and device in ("auto", c[1])]
+    if not order:
+        raise BackendError(f"backend {kind} cannot run on device {device!r}")
+    return order
+
+
+def _names(onnx_path: Path | None, input_names: list[str] | None,
+           output_names: list[str] | None) -> tuple[list[str] | None, list[str] | None, dict]:
+    sidecar = load_sidecar(onnx_path) if onnx_path is not None and onnx_path.is_file() else None
+    specs = specs_from_sidecar(sidecar) if sidecar else {}
+    if sidecar:
+        input_names = input_names or [i["name"] for i in sidecar["inputs"]]
+        output_names = output_names or [o["name"] for o in sidecar["outputs"]]
+    return input_names, output_names, specs
+
+
+def create_backend(kind: str = "auto", onnx_path: Path | str | None = None,
+                   module_factory: Callable[[], nn.Module] | None = None, device: str = "auto",
+                   fp16: bool = False, logger: logging.Logger | None = None, *,
+                   input_names: list[str] | None = None, output_names: list[str] | None = None,
+                   threads: int | None = None) -> InferenceBackend:
+    """Build the requested backend, or with ``kind="auto"`` the best available one (logged).
+
+    The torch backend needs ``module_factory`` plus names, given here or read from the ONNX
+    sidecar. ``fp16`` applies to TensorRT only. Raises :class:`BackendError` when nothing fits.
+    """
+    log = logger or logging.getLogger(LOGGER_NAME)
+    path = Path(onnx_path) if onnx_path is not None else None
+    ins, outs, specs = _names(path, input_names, output_names)
+    skipped: list[str] = []
+    for cand_kind, cand_device in _candidates(kind, device):
+        reason = (_prerequisite(cand_kind, path, module_factory, ins, outs)
+                  or _missing(cand_kind, cand_device))
+        if reason is None:
+            try:
+                backend = _build(cand_kind, cand_device, path, module_factory, ins, outs, specs,
+                                 fp16, threads, log)
+            except BackendError as exc:
+                reason = str(exc)
+        if reason is not None:
+            skipped.append(f"{cand_kind} ({cand_device}): {reason}")
+            continue
+        why = "; ".join(skipped) if skipped else "best available" if kind == "auto" else "requested"
+        note = " [fp16 ignored: TensorRT only]" if fp16 and cand_kind != "tensorrt" else ""
+        log.info("backend %s -> %s (%s): %s%s", kind, cand_kind, cand_device, why, note)
+        return backend
+    what = "no backend available" if kind == "auto" else f"backend {kind} unavailable"
+    raise BackendError(f"{what}: " + "; ".join(skipped))
+
+
+def _prerequisite(kind: str, path: Path | None, factory: Callable | None,
+                  ins: list[str] | None, outs: list[str] | None) -> str | None:
+    if kind in ("tensorrt", "onnxruntime"):
+        if path is None:
+            return "no ONNX file given"
+        return None if path.is_file() else f"ONNX file not found: {path}"
+    if factory is None:
+        return "no module factory given"
+    if not ins or not outs:
+        return "input/output names unknown (pass them or an ONNX file with its sidecar)"
+    return None
+
+
+def _build(kind: str, device: str, path: Path | None, factory: Callable[[], nn.Module] | None,
+           ins: list[str] | None, outs: list[str] | None, specs: dict[str, TensorSpec],
+           fp16: bool, threads: int | None, log: logging.Logger) -> InferenceBackend:
+    if kind == "tensorrt":
+        from codealign_ros.runtime.tensorrt_backend import TensorRTBackend
+
+        return TensorRTBackend(path, fp16=fp16, logger=log)
+    if kind == "onnxruntime":
+        return OnnxRuntimeBackend(path, device=device, threads=threads)
+    assert factory is not None and ins and outs
+    return TorchBackend(factory(), ins, outs, device=device, input_specs=specs)
