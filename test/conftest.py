@@ -15,3 +15,18 @@ def ros_domain(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     return domain
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread() -> object:
+    """One intra-op torch thread: on a busy 2-core machine (ROS nodes in other processes)
+    two OpenMP threads spin-wait and run far slower."""
+    try:
+        import torch
+    except ImportError:  # torch-free test runs
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
