@@ -34,6 +34,12 @@ class ProcessGroup:
         self.procs[name] = proc
         return proc
 
+    def start_command(self, name: str, argv: Sequence[str], **popen: Any) -> subprocess.Popen:
+        """Run the command line `argv` as process `name` (used by `codealign launch`)."""
+        proc = subprocess.Popen(list(argv), env=self.env, **popen)
+        self.procs[name] = proc
+        return proc
+
     def failed(self) -> dict[str, int]:
         """Processes that already exited with a non-zero code."""
         return {name: p.returncode for name, p in self.procs.items()

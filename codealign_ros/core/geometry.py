@@ -60,6 +60,11 @@ def wrap_angle(angle: np.ndarray | float) -> np.ndarray | float:
     return (np.asarray(angle) + np.pi) % (2 * np.pi) - np.pi
 
 
+# Box edges as pairs of `box_corners` indices: bottom face, top face, verticals.
+BOX_EDGES = np.array([(0, 1), (1, 2), (2, 3), (3, 0), (4, 5), (5, 6), (6, 7), (7, 4),
+                      (0, 4), (1, 5), (2, 6), (3, 7)])
+
+
 def box_corners(boxes: np.ndarray) -> np.ndarray:
     """(M, 8, 3) corners of [x, y, z, l, w, h, yaw] boxes: bottom face first, then top,
     each counter-clockwise starting at (+l/2, +w/2)."""

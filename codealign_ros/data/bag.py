@@ -33,7 +33,7 @@ from rosbags.typesys.store import Typestore
 from tqdm import tqdm
 
 from codealign_ros.config import frame, topic
-from codealign_ros.core.geometry import box_corners
+from codealign_ros.core.geometry import BOX_EDGES, box_corners
 from codealign_ros.data.types import NS_PER_S, AgentFrame, CooperativeFrame, DatasetError
 
 FRAME_RATE_HZ = 10.0  # OPV2V and DAIR-V2X tick rate; one agent-frame = 0.1 agent-seconds
@@ -42,9 +42,6 @@ DATASETS = ("opv2v", "dairv2x")
 OPV2V_SPLITS = ("train", "validate", "test")
 MARKER_LIFETIME_NS = 200_000_000
 MARKER_LINE_WIDTH = 0.1
-# Box edges as pairs of `box_corners` indices: bottom face, top face, verticals.
-BOX_EDGES = np.array([(0, 1), (1, 2), (2, 3), (3, 0), (4, 5), (5, 6), (6, 7), (7, 4),
-                      (0, 4), (1, 5), (2, 6), (3, 7)])
 
 POINTCLOUD2 = "sensor_msgs/msg/PointCloud2"
 IMAGE = "sensor_msgs/msg/Image"
