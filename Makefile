@@ -6,7 +6,7 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 export PYTHONUNBUFFERED := 1
 RUN := source ./env.sh &&
 
-.PHONY: setup test demo bench clean help
+.PHONY: setup test demo bench clean help data models paper-table
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -22,6 +22,17 @@ demo: setup  ## run the main demo on the embedded default
 
 bench: setup  ## benchmarks; results in benchmarks/results/ (see README)
 	$(RUN) python benchmarks/bench_data.py
+	$(RUN) python benchmarks/bench_models.py --profile mini
+
+data: setup  ## generate the mini-V2X dataset into data/mini-v2x (cached)
+	$(RUN) bash tools/make_data.sh data/mini-v2x
+
+models: data  ## retrain models/mini from nothing (all stages + ablations)
+	rm -rf models/mini/checkpoints
+	$(RUN) bash tools/train_models.sh models/mini
+
+paper-table: data  ## Table-4-style results from the shipped weights into README + benchmarks/results
+	$(RUN) codealign paper-table --models models/mini --data data/mini-v2x --split test
 
 clean:  ## remove build products (keeps .venv)
 	rm -rf build install log .pytest_cache .hypothesis

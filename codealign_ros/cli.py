@@ -47,7 +47,22 @@ def build_parser() -> argparse.ArgumentParser:
                       help="ROS_DOMAIN_ID for the demo graph (default: inherited)")
     demo.set_defaults(func=_demo)
     _add_data_commands(sub)
+    _add_model_commands(sub)
     return parser
+
+
+def _add_model_commands(sub: argparse._SubParsersAction) -> None:
+    """Training and evaluation (imported lazily: torch is slow to import)."""
+    from codealign_ros.train.cli import add_eval_parser, add_train_parser, run_eval_cli, run_train
+
+    from codealign_ros.train.paper_table import add_paper_table_parser
+
+    add_train_parser(sub).set_defaults(func=run_train)
+    add_eval_parser(sub).set_defaults(func=run_eval_cli)
+    from codealign_ros.pipeline.export import add_export_parser, run_export
+
+    add_export_parser(sub).set_defaults(func=run_export)
+    add_paper_table_parser(sub)
 
 
 def _add_data_commands(sub: argparse._SubParsersAction) -> None:
@@ -55,10 +70,12 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     from codealign_ros.data.bag import add_convert_parser
     from codealign_ros.data.synth import add_synth_parser
     from codealign_ros.nodes.bag_player import add_play_parser
+    from codealign_ros.nodes.launcher import add_launch_parser
 
     add_synth_parser(sub)
     add_convert_parser(sub)
     add_play_parser(sub)
+    add_launch_parser(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,1 @@
+"""Training and evaluation of CodeAlign (ROS-free): samples, stages, checkpoints, evaluation."""

@@ -1,0 +1,239 @@
+"""`codealign train`: run the training stages, write components, run configs and model cards."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from codealign_ros.config import lookup
+
+if TYPE_CHECKING:
+    from codealign_ros.models.store import ModelStore
+    from codealign_ros.train import stages
+    from codealign_ros.train.loop import LoopConfig
+
+LOG = logging.getLogger("codealign.train")
+EVAL_DOC = """Evaluate one method (single, late, noalign, heal, codealign) on one setting of
+config/groups.yaml under the paper's protocol: AP at BEV IoU 0.3/0.5/0.7, trainable
+parameters (TP) and bytes per peer message."""
+TRAIN_DOC = """Train CodeAlign at a profile's scale on a dataset's isolated group split:
+a) base detectors per modality, b) code spaces per group, c) Unified Code Translators per
+source group, d) HEAL-style baselines; `--ablation` adds codebook sizes 4/64 and the
+one-to-one / multi-head translators. Checkpoints resume after an interruption."""
+METHODS = ("single", "late", "noalign", "heal", "codealign")
+STAGES = ("base", "codespace", "translator", "heal", "ablation")
+ABLATION_CODES = (4, 64)
+ABLATION_TRANSLATORS = ("multi_head", "one_to_one")
+ABLATION_SOURCE = "g2"
+
+
+def groups() -> dict[str, list[str]]:
+    """Group -> modalities (config/groups.yaml)."""
+    return {g: list(ms) for g, ms in lookup("groups", "groups").items()}
+
+
+def group_of(modality: str) -> str:
+    """The group whose code space `modality` belongs to."""
+    for g, ms in groups().items():
+        if modality in ms:
+            return g
+    raise KeyError(f"modality {modality!r} is in no group of config/groups.yaml")
+
+
+def heal_pairs() -> list[tuple[str, str]]:
+    """(modality, ego group) pairs the configured settings need for the HEAL baseline."""
+    pairs = set()
+    for s in lookup("groups", "settings").values():
+        for m in s["others"]:
+            if m != s["ego"]:
+                pairs.add((m, group_of(s["ego"])))
+    return sorted(pairs)
+
+
+def plan(stage_names: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    """(stage, keyword arguments) of every training job, in dependency order."""
+    jobs: list[tuple[str, dict[str, Any]]] = []
+    mods = [m for ms in groups().values() for m in ms]
+    if "base" in stage_names:
+        jobs += [("base", {"modality": m}) for m in mods]
+    if "codespace" in stage_names:
+        jobs += [("codespace", {"group": g}) for g in groups()]
+    if "translator" in stage_names:
+        jobs += [("translator", {"source": g}) for g in groups()]
+    if "heal" in stage_names:
+        jobs += [("heal", {"modality": m, "group": g}) for m, g in heal_pairs()]
+    if "ablation" in stage_names:
+        jobs += [("codespace", {"group": "g1", "num_codes": k, "variant": f"_k{k}"})
+                 for k in ABLATION_CODES]
+        jobs += [("translator", {"source": ABLATION_SOURCE, "variant": v})
+                 for v in ABLATION_TRANSLATORS]
+    return jobs
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=False).stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def _card(path: Path, result: "stages.StageResult", run: dict[str, Any]) -> None:
+    """Model card beside a component."""
+    lines = [f"# {result.name}", "", f"- Stage: {run['stage']} ({run['kwargs']})",
+             f"- Profile: {run['profile']}", f"- Data: {run['data']} (split {run['split']}), "
+             f"scenarios of group(s) {', '.join(run['groups_used'])}: "
+             f"{', '.join(run['scenarios'])}",
+             f"- Steps: {result.steps} (batch {run['batch']}, lr {run['lr']}), "
+             f"{result.seconds:.0f} s on {run['host']}",
+             f"- Loss (mean of first / last 20 steps): {result.loss_first:.3f} -> "
+             f"{result.loss_last:.3f}",
+             f"- Trainable parameters: {result.trainable:,}",
+             f"- File size: {result.path.stat().st_size / 1e6:.2f} MB",
+             f"- Code commit: {run['commit']}"]
+    lines += [f"- {k}: {v}" for k, v in result.extra.items()]
+    lines += ["", "Metrics under the paper's protocol on the held-out split: see "
+              "benchmarks/results/paper_table.md (`make paper-table`).", ""]
+    path.with_suffix(".md").write_text("\n".join(lines))
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Train the chosen stages (see `codealign train --help`)."""
+    from codealign_ros.data.assignment import isolation_split
+    from codealign_ros.models.profile import load_profile
+    from codealign_ros.models.store import ModelStore
+    from codealign_ros.train import stages
+    from codealign_ros.train.loop import LoopConfig
+    from codealign_ros.train.samples import load_frames
+
+    if args.config:
+        for key, value in yaml.safe_load(args.config.read_text()).items():
+            setattr(args, key.replace("-", "_"), value)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    profile = load_profile(args.profile)
+    steps = dict(profile["train"]["steps"])
+    out = Path(args.out)
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    names = list(STAGES[:4]) if args.stage == "all" else [args.stage]
+    if args.stage == "all" and args.ablation:
+        names.append("ablation")
+    scenarios = _scenarios(Path(args.data), args.split)
+    split = isolation_split(scenarios, groups(), 0.0, args.seed)["train"]
+    LOG.info("isolated training split: %s", json.dumps(split))
+    frames: dict[str, list] = {}
+    data = stages.StageData(profile, frames, batch_size=args.batch, seed=args.seed,
+                            max_agents=args.max_agents)
+    store = ModelStore(out, profile)
+    only = set(args.only.split(",")) if args.only else None
+    for stage, kwargs in plan(names):
+        label = "_".join(str(v) for v in kwargs.values())
+        if only and not only & {str(v) for v in kwargs.values()}:
+            continue
+        needed = _groups_used(stage, kwargs)
+        for g in needed:
+            if g not in frames:
+                frames[g] = load_frames(args.data, args.split, split[g])
+                LOG.info("loaded %d frames of group %s", len(frames[g]), g)
+        cfg = LoopConfig(steps=int(args.steps or steps[stage if stage != "ablation" else
+                                                         "codespace"]),
+                         lr=float(profile["train"]["lr"]),
+                         weight_decay=float(profile["train"]["weight_decay"]), seed=args.seed,
+                         progress=not args.no_progress)
+        run = {"stage": stage, "kwargs": kwargs, "profile": profile.name, "data": str(args.data),
+               "split": args.split, "groups_used": needed,
+               "scenarios": [s for g in needed for s in split[g]], "batch": args.batch,
+               "lr": cfg.lr, "steps": cfg.steps, "max_agents": args.max_agents, "seed": args.seed, "commit": _git_commit(),
+               "host": args.host}
+        (out / "checkpoints" / f"{stage}_{label}.yaml").write_text(yaml.safe_dump(run))
+        started = time.perf_counter()
+        result = _run_stage(stage, kwargs, data, store, out, cfg)
+        store._files.clear()  # newly written components replace cached ones
+        _card(result.path, result, run)
+        LOG.info("%s done in %.0f s", result.name, time.perf_counter() - started)
+    return 0
+
+
+def _scenarios(root: Path, split: str) -> list[str]:
+    from codealign_ros.data.opv2v import OPV2VDataset
+
+    return OPV2VDataset(root, split).scenarios()
+
+
+def _groups_used(stage: str, kw: dict[str, Any]) -> list[str]:
+    if stage in ("base", "heal"):
+        return [group_of(kw["modality"])]
+    return [kw.get("group") or kw["source"]]
+
+
+def _run_stage(stage: str, kw: dict[str, Any], data: "stages.StageData", store: "ModelStore",
+               out: Path, cfg: "LoopConfig") -> "stages.StageResult":
+    from codealign_ros.train import stages
+
+    if stage == "base":
+        return stages.train_base(data, kw["modality"], out, cfg)
+    if stage == "codespace":
+        return stages.train_codespace(data, store, kw["group"], out, cfg,
+                                      kw.get("num_codes"), kw.get("variant", ""))
+    if stage == "translator":
+        return stages.train_translator(data, store, kw["source"], out, cfg,
+                                       kw.get("variant", "uct"))
+    return stages.train_heal(data, store, kw["modality"], kw["group"], out, cfg)
+
+
+def add_train_parser(sub: Any) -> argparse.ArgumentParser:
+    p = sub.add_parser("train", help="train CodeAlign stages (a-d) and write model components",
+                       description=TRAIN_DOC,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stage", choices=("all", *STAGES), default="all")
+    p.add_argument("--profile", default="mini", help="config/profiles.yaml profile")
+    p.add_argument("--data", type=Path, default=Path("data/mini-v2x"),
+                   help="dataset root (OPV2V layout; generated mini-V2X by default)")
+    p.add_argument("--split", default="train")
+    p.add_argument("--out", type=Path, default=Path("models/mini"))
+    p.add_argument("--only", help="comma list: train only jobs naming these (m1,g2,...)")
+    p.add_argument("--steps", type=int, default=0, help="override the profile's steps")
+    p.add_argument("--batch", type=int, default=1, help="cooperative samples per step")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-agents", type=int, default=2, help="agents per training sample")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (1: run two jobs side by side on 2 cores instead)")
+    p.add_argument("--ablation", action="store_true", help="with --stage all: ablations too")
+    p.add_argument("--config", type=Path, help="YAML of these options (a run config)")
+    p.add_argument("--host", default="this machine", help="recorded in the model cards")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def add_eval_parser(sub: Any) -> argparse.ArgumentParser:
+    p = sub.add_parser("eval", help="evaluate a method on a dataset split (AP, TP, payload)",
+                       description=EVAL_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--method", choices=METHODS, default="codealign")
+    p.add_argument("--data", type=Path, default=Path("data/mini-v2x"),
+                   help="dataset root (OPV2V layout or DAIR-V2X)")
+    p.add_argument("--split", default="test", help="OPV2V split directory")
+    p.add_argument("--setting", default="[m1]+[m2]",
+                   help="a name of config/groups.yaml settings, or ego+others (m1+m4,m2)")
+    p.add_argument("--models", type=Path, default=Path("models/mini"))
+    p.add_argument("--codebook-variant", default="", help="codespace suffix, e.g. _k4")
+    p.add_argument("--translator", default="uct", choices=("uct", "multi_head", "one_to_one"))
+    p.add_argument("--max-frames", type=int, default=0, help="0: all")
+    p.add_argument("--json", type=Path, help="write the result here")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+
+
+def run_eval_cli(args: argparse.Namespace) -> int:
+    from codealign_ros.train.evaluate import run_eval
+
+    return run_eval(args)

@@ -1,0 +1,118 @@
+"""A small resumable training loop: Adam, progress bar, periodic checkpoints, loss history."""
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+LOG = logging.getLogger("codealign.train")
+StepFn = Callable[[int], tuple[Tensor, dict[str, float]]]
+
+
+@dataclass
+class LoopConfig:
+    """Optimisation settings of one training run."""
+
+    steps: int
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    checkpoint_every: int = 100
+    grad_clip: float = 10.0
+    progress: bool = True
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and PyTorch."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _save(path: Path, modules: dict[str, nn.Module], optim: torch.optim.Optimizer,
+          sched: torch.optim.lr_scheduler.LRScheduler, step: int, history: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"step": step, "modules": {k: m.state_dict() for k, m in modules.items()},
+                "optim": optim.state_dict(), "sched": sched.state_dict(), "history": history,
+                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                        "python": random.getstate()}}, tmp)
+    tmp.replace(path)
+
+
+def _resume(path: Path, modules: dict[str, nn.Module], optim: torch.optim.Optimizer,
+            sched: torch.optim.lr_scheduler.LRScheduler) -> tuple[int, list[dict]]:
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    for name, module in modules.items():
+        module.load_state_dict(state["modules"][name])
+    optim.load_state_dict(state["optim"])
+    sched.load_state_dict(state["sched"])
+    torch.set_rng_state(state["rng"]["torch"])
+    np.random.set_state(state["rng"]["numpy"])
+    random.setstate(state["rng"]["python"])
+    return int(state["step"]), list(state["history"])
+
+
+def fit(name: str, modules: dict[str, nn.Module], params: list[nn.Parameter], step_fn: StepFn,
+        cfg: LoopConfig, checkpoint: Path | None = None) -> list[dict]:
+    """Run `cfg.steps` optimiser steps of `step_fn(step) -> (loss, parts)` over `params`.
+
+    `modules` are saved in the checkpoint (and restored when it exists, so an interrupted
+    run resumes where it stopped). Returns the per-step history (loss parts, seconds).
+    """
+    if not params:
+        raise ValueError(f"{name}: nothing to train")
+    optim = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=cfg.lr, total_steps=max(cfg.steps, 1),
+                                                pct_start=0.1)
+    start, history = 0, []
+    if checkpoint is not None and checkpoint.exists():
+        start, history = _resume(checkpoint, modules, optim, sched)
+        LOG.info("%s: resumed at step %d from %s", name, start, checkpoint)
+    else:
+        seed_everything(cfg.seed)
+    bar = tqdm(total=cfg.steps, initial=start, desc=name, disable=not cfg.progress,
+               dynamic_ncols=True, leave=True)
+    for step in range(start, cfg.steps):
+        t0 = time.perf_counter()
+        loss, parts = step_fn(step)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{name}: non-finite loss at step {step}: {parts}")
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        optim.step()
+        sched.step()
+        history.append({"step": step, "loss": float(loss.detach()), **parts,
+                        "seconds": time.perf_counter() - t0})
+        bar.update(1)
+        bar.set_postfix(loss=f"{history[-1]['loss']:.3f}")
+        if checkpoint is not None and (step + 1) % cfg.checkpoint_every == 0:
+            _save(checkpoint, modules, optim, sched, step + 1, history)
+    bar.close()
+    if checkpoint is not None:
+        _save(checkpoint, modules, optim, sched, cfg.steps, history)
+    return history
+
+
+def write_history(path: Path, history: list[dict], config: LoopConfig) -> None:
+    """History as JSON (config + per-step records) for model cards and plots."""
+    path.write_text(json.dumps({"config": asdict(config), "history": history}))
+
+
+def smoothed(history: list[dict], key: str = "loss", window: int = 20) -> tuple[float, float]:
+    """Mean of `key` over the first and the last `window` steps."""
+    values = [h[key] for h in history if key in h]
+    if not values:
+        return float("nan"), float("nan")
+    w = max(1, min(window, len(values) // 2 or 1))
+    return float(np.mean(values[:w])), float(np.mean(values[-w:]))

@@ -1,0 +1,358 @@
+"""The training stages of CodeAlign and its baselines (paper section 3, issue #4 point 6).
+
+a) `train_base`: a per-modality detector (encoder + pyramid-fusion backend + head) on the
+   modality's own group data, all agents carrying that modality.
+b) `train_codespace`: intra-group code space formation: frozen encoders, one adapter per
+   modality + the group codebook (+ the shared backend when the group has several
+   modalities), loss = detection + occupancy + lambda * eq. 10 + VQ terms.
+c) `train_translator`: inter-group UCT on the source group's local data only; every target
+   group's codebook and backend frozen; targets balanced by their losses.
+d) `train_heal`: HEAL-style backward alignment: a modality's encoder retrained against another
+   group's frozen dense backend, on the modality's own data.
+Isolation: every stage draws frames only from the scenarios of the group it trains for.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from codealign_ros.config import lookup
+from codealign_ros.data.types import CooperativeFrame
+from codealign_ros.models.adapter import Adapter
+from codealign_ros.models.align_losses import (BalanceState, cosine_alignment_loss,
+                                               translation_loss_balance)
+from codealign_ros.models.backend import DetectionBackend
+from codealign_ros.models.codebook import Codebook
+from codealign_ros.models.encoders import build_encoder
+from codealign_ros.models.profile import Profile
+from codealign_ros.models.store import ModelStore, group_of, groups, save_component
+from codealign_ros.models.translator import UnifiedCodeTranslator
+from codealign_ros.models.warp import warp_with_theta
+from codealign_ros.train.depth import lidar_depth_maps
+from codealign_ros.train.loop import LoopConfig, fit, smoothed
+from codealign_ros.train.samples import (Batch, InputCache, Sample, encode_batch, make_batch,
+                                         make_sample)
+
+LOG = logging.getLogger("codealign.train")
+COMMITMENT = 0.25  # VQ-VAE beta
+COSINE_WEIGHT = 1.0  # lambda of eq. 10
+DEPTH_WEIGHT = 0.5
+
+
+def trainable_parameters(*modules: nn.Module) -> int:
+    """Number of parameters with requires_grad (the paper's TP)."""
+    return sum(p.numel() for m in modules for p in m.parameters() if p.requires_grad)
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Eval mode and no gradients for `module`'s own parameters (inputs still get gradients)."""
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+@dataclass
+class StageData:
+    """Frames of each group's training scenarios plus shared input/feature caches."""
+
+    profile: Profile
+    frames: dict[str, list[CooperativeFrame]]  # group -> its frames (isolation)
+    batch_size: int = 1
+    seed: int = 0
+    max_agents: int = 2  # agents per training sample (ego + nearest peers): cost vs context
+    cache: InputCache = field(init=False)
+    features: dict[tuple[str, str, str], Tensor] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.cache = InputCache(self.profile)
+        self.rng = random.Random(self.seed)
+
+    def sample(self, group: str, modalities: list[str]) -> Sample:
+        """A random frame of `group` seen by a random ego; agents draw from `modalities`
+        (a multi-modality list is cycled from a random offset, so modalities co-occur)."""
+        frame = self.rng.choice(self.frames[group])
+        names = list(frame.agents)
+        ego = self.rng.choice(names)
+        order = [ego] + [n for n in names if n != ego]
+        offset = self.rng.randrange(len(modalities))
+        modality_of = {n: modalities[(offset + i) % len(modalities)] for i, n in enumerate(order)}
+        sample = make_sample(frame, modality_of, self.profile, ego_id=ego)
+        if len(sample.agents) > self.max_agents:
+            keep = [0, *sorted(self.rng.sample(range(1, len(sample.agents)),
+                                               self.max_agents - 1))]
+            sample.agents = [sample.agents[i] for i in keep]
+            sample.modalities = [sample.modalities[i] for i in keep]
+        return sample
+
+    def batch(self, group: str, modalities: list[str]) -> Batch:
+        samples = [self.sample(group, modalities) for _ in range(self.batch_size)]
+        return make_batch(samples, self.profile, self.cache)
+
+
+def encode_frozen(data: StageData, encoders: dict[str, nn.Module], batch: Batch) -> Tensor:
+    """Features (N, C, H, W) of frozen encoders, cached per (frame, agent, modality)."""
+    rows: list[Tensor | None] = [None] * len(batch.modalities)
+    todo: dict[str, list[int]] = {}
+    keys = _agent_keys(batch)
+    for i, key in enumerate(keys):
+        rows[i] = data.features.get(key)
+        if rows[i] is None:
+            todo.setdefault(key[2], []).append(i)
+    with torch.no_grad():
+        for m, idx in todo.items():
+            pos = batch.rows[m].tolist()
+            sel = [pos.index(i) for i in idx]
+            inputs = _select_inputs(batch.inputs[m], sel, m, data)
+            feats = encoders[m](**inputs)
+            for j, i in enumerate(idx):
+                rows[i] = data.features.setdefault(keys[i], feats[j:j + 1].clone())
+    return torch.cat(rows, 0)  # type: ignore[arg-type]
+
+
+def _agent_keys(batch: Batch) -> list[tuple[str, str, str]]:
+    keys, ptr = [], 0
+    counts = torch.bincount(batch.sample, minlength=batch.size).tolist()
+    for key, n in zip(batch.keys, counts):
+        frame_key = key.rsplit("/", 1)[0]
+        for j in range(n):
+            keys.append((frame_key, batch.agent_ids[ptr], batch.modalities[ptr]))
+            ptr += 1
+    return keys
+
+
+def _select_inputs(inputs: dict[str, Tensor], sel: list[int], modality: str,
+                   data: StageData) -> dict[str, Tensor]:
+    """Inputs of the `sel`-th agents of one modality's collated inputs."""
+    if data.cache.sensor(modality) == "camera":
+        return {k: v[sel] for k, v in inputs.items()}
+    coords = inputs["coords"]
+    keep = torch.isin(coords[:, 0], torch.tensor(sel, dtype=coords.dtype))
+    remap = torch.full((int(coords[:, 0].max()) + 1,), -1, dtype=coords.dtype)
+    remap[torch.tensor(sel, dtype=torch.long)] = torch.arange(len(sel), dtype=coords.dtype)
+    out = {k: v[keep] for k, v in inputs.items()}
+    out["coords"] = out["coords"].clone()
+    out["coords"][:, 0] = remap[out["coords"][:, 0].long()]
+    return out
+
+
+def apply_per_modality(modules: dict[str, nn.Module], x: Tensor, batch: Batch) -> Tensor:
+    """y[rows of m] = modules[m](x[rows of m]) for every modality of the batch."""
+    out = torch.zeros_like(x)
+    for m, rows in batch.rows.items():
+        out = out.index_copy(0, rows, modules[m](x.index_select(0, rows)))
+    return out
+
+
+def camera_depth_loss(encoder: nn.Module, agents: list, size: tuple[int, int]) -> Tensor:
+    """Depth CE of an LSS encoder's last forward (agents in batch order) against their
+    LiDAR projected into the cameras."""
+    depth = np.stack([lidar_depth_maps(a, size) for a in agents])
+    return encoder.depth_loss(torch.from_numpy(depth))
+
+
+@dataclass
+class StageResult:
+    """What a stage produced, for the model card."""
+
+    name: str
+    path: Path
+    steps: int
+    seconds: float
+    loss_first: float
+    loss_last: float
+    trainable: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _finish(name: str, path: Path, history: list[dict], started: float, trainable: int,
+            **extra: Any) -> StageResult:
+    first, last = smoothed(history)
+    LOG.info("%s: loss %.3f -> %.3f in %d steps, %.0f s, %d trainable params", name, first,
+             last, len(history), time.perf_counter() - started, trainable)
+    return StageResult(name, path, len(history), time.perf_counter() - started, first, last,
+                       trainable, extra)
+
+
+def _meta(data: StageData, **kw: Any) -> dict[str, Any]:
+    return {"profile": data.profile.name, **kw}
+
+
+def detector_step(data: StageData, group: str, modality: str, encoder: nn.Module,
+                  backend: DetectionBackend) -> Callable[[int], tuple[Tensor, dict[str, float]]]:
+    """One training step of a dense detector: `group` frames, every agent `modality`;
+    camera encoders add depth supervision from the agents' own LiDAR."""
+    camera = data.cache.sensor(modality) == "camera"
+    size = tuple(data.profile["camera"]["image_size"])
+
+    def step(_: int) -> tuple[Tensor, dict[str, float]]:
+        samples = [data.sample(group, [modality]) for _ in range(data.batch_size)]
+        batch = make_batch(samples, data.profile, data.cache)
+        feats = encode_batch({modality: encoder}, batch)
+        outputs = backend(feats, batch.theta, batch.sample, batch.size)
+        loss, parts = backend.loss(outputs, batch.gt_boxes)
+        if camera:
+            agents = [a for s in samples for a in s.agents]
+            depth = camera_depth_loss(encoder, agents, size)
+            loss, parts = loss + DEPTH_WEIGHT * depth, {**parts, "depth": depth}
+        return loss, _floats(parts)
+    return step
+
+
+def train_base(data: StageData, modality: str, out: Path, cfg: LoopConfig) -> StageResult:
+    """Stage a: detector of `modality` on its group's scenarios (homogeneous agents)."""
+    group, started = group_of(modality), time.perf_counter()
+    encoder, backend = build_encoder(modality, data.profile), DetectionBackend(data.profile)
+    step = detector_step(data, group, modality, encoder, backend)
+
+    path = out / f"base_{modality}.pt"
+    params = [p for m in (encoder, backend) for p in m.parameters()]
+    history = fit(f"base {modality}", {"encoder": encoder, "backend": backend}, params, step,
+                  cfg, out / "checkpoints" / f"base_{modality}.ckpt")
+    save_component(path, "base", {"encoder": encoder.state_dict(),
+                                  "backend": backend.state_dict()},
+                   _meta(data, modality=modality, group=group, steps=cfg.steps))
+    return _finish(f"base_{modality}", path, history, started,
+                   trainable_parameters(encoder, backend), group=group)
+
+
+def _floats(parts: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v.detach()) if isinstance(v, Tensor) else float(v) for k, v in parts.items()}
+
+
+def valid_mask(theta: Tensor, shape: tuple[int, int]) -> Tensor:
+    """(N, 1, H, W) 1 where an agent's warped grid covers the ego cell."""
+    ones = torch.ones((theta.shape[0], 1, *shape))
+    return (warp_with_theta(ones, theta) > 0.99).float()
+
+
+def train_codespace(data: StageData, store: ModelStore, group: str, out: Path,
+                    cfg: LoopConfig, num_codes: int | None = None,
+                    variant: str = "") -> StageResult:
+    """Stage b: adapters + codebook (+ backend for multi-modality groups) of `group`."""
+    started, mods = time.perf_counter(), groups()[group]
+    num_codes = num_codes or data.profile.num_codes
+    encoders = {m: store.encoder(m) for m in mods}
+    adapters = nn.ModuleDict({m: Adapter(data.profile.channels) for m in mods})
+    codebook = Codebook(num_codes, data.profile.channels)
+    backend = copy.deepcopy(store.base_backend(mods[0]))
+    shared = len(mods) > 1
+    for p in backend.parameters():
+        p.requires_grad_(shared)
+    backend.train(shared)
+    initialised = False
+
+    def step(i: int) -> tuple[Tensor, dict[str, float]]:
+        nonlocal initialised
+        batch = data.batch(group, mods)
+        feats = encode_frozen(data, encoders, batch)
+        adapted = apply_per_modality(adapters, feats, batch)
+        if not initialised:
+            codebook.train()
+            codebook.usage.zero_()
+            codebook.revive_dead_codes(adapted)
+            initialised = True
+        q, _, vq = codebook(adapted)
+        outputs = backend(q, batch.theta, batch.sample, batch.size)
+        det, parts = backend.loss(outputs, batch.gt_boxes)
+        warped = warp_with_theta(adapted, batch.theta)
+        cos = cosine_alignment_loss(warped, batch.modalities,
+                                    mask=valid_mask(batch.theta, adapted.shape[-2:]),
+                                    batch_of=batch.sample)
+        loss = det + COSINE_WEIGHT * cos + vq["codebook"] + COMMITMENT * vq["commitment"]
+        if i % 25 == 24:
+            codebook.revive_dead_codes(adapted)
+        return loss, _floats({**parts, "cos": cos, "vq": vq["codebook"]})
+
+    name = store.codespace_name(group, variant)
+    trained = [adapters, codebook] + ([backend] if shared else [])
+    params = [p for m in trained for p in m.parameters() if p.requires_grad]
+    history = fit(f"codespace {group}{variant}", {"adapters": adapters, "codebook": codebook,
+                                                   "backend": backend},
+                  params, step, cfg, out / "checkpoints" / f"{name}.ckpt")
+    path = out / f"{name}.pt"
+    save_component(path, "codespace", {
+        "adapters": {m: a.state_dict() for m, a in adapters.items()},
+        "codebook": codebook.state_dict(), "backend": backend.state_dict()},
+        _meta(data, group=group, modalities=mods, num_codes=num_codes,
+              codebook_hash=codebook.weights_hash(), backend_trained=shared, steps=cfg.steps))
+    return _finish(name, path, history, started, trainable_parameters(*trained),
+                   codebook_hash=codebook.weights_hash(), num_codes=num_codes)
+
+
+def train_translator(data: StageData, store: ModelStore, source: str, out: Path,
+                     cfg: LoopConfig, variant: str = "uct") -> StageResult:
+    """Stage c: the UCT of `source` into every other group, on `source`'s data only.
+
+    Input: the source adapter output, half the time replaced by its decoded codes so one
+    translator serves the sender-side (dense-to-code) and receiver-side (code-to-code) paths.
+    """
+    started, mods = time.perf_counter(), groups()[source]
+    targets = [g for g in groups() if g != source]
+    encoders = {m: store.encoder(m) for m in mods}
+    adapters = {m: store.adapter(source, m) for m in mods}
+    own_codebook = store.codebook(source)
+    codebooks = {t: store.codebook(t) for t in targets}
+    backends = {t: freeze(store.group_backend(t)) for t in targets}
+    uct = UnifiedCodeTranslator(data.profile.channels,
+                                {t: cb.num_codes for t, cb in codebooks.items()},
+                                hidden=data.profile.channels, variant=variant)
+    balance = BalanceState()
+
+    def step(_: int) -> tuple[Tensor, dict[str, float]]:
+        batch = data.batch(source, mods)
+        with torch.no_grad():
+            x = apply_per_modality(adapters, encode_frozen(data, encoders, batch), batch)
+            if data.rng.random() < 0.5:
+                x = own_codebook.decode(own_codebook.assign(x))
+        losses = {}
+        for t in targets:
+            codes = uct.to_codes(uct(x, t), codebooks[t])
+            outputs = backends[t](codes, batch.theta, batch.sample, batch.size)
+            losses[t], _ = backends[t].loss(outputs, batch.gt_boxes)
+        total, weights = translation_loss_balance(losses, balance)
+        return total, _floats({**{f"det_{t}": v for t, v in losses.items()},
+                               **{f"w_{t}": w for t, w in weights.items()}})
+
+    name = f"uct_{source}" if variant == "uct" else f"uct_{source}_{variant}"
+    params = [p for p in uct.parameters() if p.requires_grad]
+    history = fit(f"translator {source} ({variant})", {"translator": uct}, params, step, cfg,
+                  out / "checkpoints" / f"{name}.ckpt")
+    path = out / f"{name}.pt"
+    save_component(path, "translator", {"translator": uct.state_dict()}, _meta(
+        data, source=source, targets={t: cb.num_codes for t, cb in codebooks.items()},
+        target_hashes={t: cb.weights_hash() for t, cb in codebooks.items()},
+        hidden=data.profile.channels, variant=variant, steps=cfg.steps))
+    return _finish(name, path, history, started, trainable_parameters(uct), variant=variant,
+                   switching={t: uct.switching_parameters(t) for t in targets})
+
+
+def train_heal(data: StageData, store: ModelStore, modality: str, group: str, out: Path,
+               cfg: LoopConfig) -> StageResult:
+    """Stage d: HEAL-style backward alignment of `modality`'s encoder to `group`'s base
+    backend (frozen), trained on `modality`'s own group data."""
+    started, own = time.perf_counter(), group_of(modality)
+    encoder = build_encoder(modality, data.profile)
+    encoder.load_state_dict(store.encoder(modality).state_dict())
+    backend = freeze(store.base_backend(groups()[group][0]))
+    step = detector_step(data, own, modality, encoder, backend)
+
+    name = f"heal_{modality}_{group}"
+    history = fit(f"heal {modality}->{group}", {"encoder": encoder},
+                  list(encoder.parameters()), step, cfg, out / "checkpoints" / f"{name}.ckpt")
+    path = out / f"{name}.pt"
+    save_component(path, "heal", {"encoder": encoder.state_dict()},
+                   _meta(data, modality=modality, group=group, steps=cfg.steps))
+    return _finish(name, path, history, started, trainable_parameters(encoder))
+
+
+StageFn = Callable[..., StageResult]
