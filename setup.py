@@ -26,6 +26,8 @@ setup(
             "codealign = codealign_ros.cli:main",
             "codemap_source = codealign_ros.nodes.codemap_source:main",
             "codemap_monitor = codealign_ros.nodes.codemap_monitor:main",
+            "vehicle_node = codealign_ros.nodes.vehicle_node:main",
+            "fusion_node = codealign_ros.nodes.fusion_node:main",
         ],
     },
 )

@@ -1,0 +1,213 @@
+"""fusion_node: the ego's receiver. CodeMaps in, fused 3D detections out (no sensors here).
+
+Subscribes the V2X code-map topic. Every map is decoded and offered to a `ReceiverPipeline`
+(drops counted by reason, see codealign_ros.pipeline.receiver); each accepted map of the ego
+agent (its own vehicle_node's output, in the ego space) triggers one fusion of the peers'
+newest maps. Publishes, stamped with the ego sensor stamp in the ego grid frame:
+codealign_msgs/Detection3DArray (+ vision_msgs/Detection3DArray on `<detections>_vision` when
+vision_msgs is importable), a MarkerArray (DELETEALL, then LINE_LIST boxes + scores),
+`~/latency_ms` (ego sensor stamp -> publish, std_msgs/Float64) and a /diagnostics status each
+second (agents fused, drops and skips by reason, timings).
+
+Parameters: agent_id (ego), modality ("" = learn it from the ego's first code map), model_dir,
+profile ("" = model_dir's name), backend, cache_dir, max_age_s (peer vs ego stamp),
+max_delay_s (stamp -> arrival), future_tolerance_s,
+comm_range_m (< 0: groups.yaml data.comm_range), max_peers, claim_window_s, class_name,
+threads (0 = backend default).
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from rclpy.qos import QoSProfile
+from std_msgs.msg import Float64, Header
+from visualization_msgs.msg import MarkerArray
+
+from codealign_msgs.msg import CodeMap as CodeMapMsg
+from codealign_msgs.msg import Detection3DArray
+from codealign_ros.config import ConfigError, frame, topic
+from codealign_ros.core.codemap import CodeMap, CodeMapError
+from codealign_ros.core.stats import DropCounter
+from codealign_ros.nodes.vehicle_node import RateLimitedLog, diagnostic_status
+from codealign_ros.pipeline import PipelineError, ReceiverPipeline, ReceiverResult, drop_reason
+from codealign_ros.ros import markers
+from codealign_ros.ros.codemap_msg import msg_to_codemap, ns_to_stamp
+from codealign_ros.ros.qos import qos_profile
+from codealign_ros.ros.runner import run_node
+
+try:
+    from vision_msgs.msg import Detection3DArray as VisionDetection3DArray
+except ImportError:
+    VisionDetection3DArray = None
+
+DEFAULTS = {"agent_id": "cav_1", "modality": "", "model_dir": "models/mini", "profile": "",
+            "backend": "auto", "cache_dir": "", "max_age_s": 0.5, "max_delay_s": 1.0,
+            "future_tolerance_s": 0.05, "comm_range_m": -1.0, "max_peers": 8,
+            "claim_window_s": 1.0,
+            "class_name": "vehicle", "threads": 0}
+MARKER_COLOR = (1.0, 0.45, 0.0)
+EGO_SILENT_S = 2.0  # diagnostics warn when the ego's own map has not arrived for this long
+
+
+def vision_topic() -> str:
+    """Topic of the vision_msgs copy of the detections (topics.yaml `detections_vision`,
+    else `<detections>_vision`)."""
+    try:
+        return topic("detections_vision")
+    except ConfigError:
+        return topic("detections") + "_vision"
+
+
+def publisher_id(info: Any) -> str | None:
+    """Hex GID of the publisher of a message (None when the RMW does not report it)."""
+    gid = (info or {}).get("publisher_gid") if isinstance(info, dict) else None
+    data = gid.get("data") if isinstance(gid, dict) else None
+    return bytes(data).hex() if data else None
+
+
+class FusionNode(Node):
+    """Code maps of the ego and its peers -> fused detections in the ego frame."""
+
+    def __init__(self) -> None:
+        super().__init__("fusion_node")
+        self.p = {k: self.declare_parameter(k, v).value for k, v in DEFAULTS.items()}
+        self.ego = self.p["agent_id"]
+        self.frame_id = frame("grid", agent=self.ego)
+        self.pipeline: ReceiverPipeline | None = None
+        self.early = DropCounter()  # drops before the pipeline exists
+        self.unusable: set[str] = set()  # ego modalities the model dir cannot serve
+        self.log = RateLimitedLog(self.get_logger())
+        self.last_ego_s: float | None = None
+        self.latency_ms = float("nan")
+        self.last_result: ReceiverResult | None = None
+        if self.p["modality"]:
+            self._build(self.p["modality"])
+        out = qos_profile("output")
+        self.det_pub = self.create_publisher(Detection3DArray, topic("detections"), out)
+        self.vision_pub = (self.create_publisher(VisionDetection3DArray, vision_topic(), out)
+                           if VisionDetection3DArray is not None else None)
+        self.marker_pub = self.create_publisher(MarkerArray, topic("markers"), out)
+        self.latency_pub = self.create_publisher(Float64, "~/latency_ms", out)
+        self.diag_pub = self.create_publisher(DiagnosticArray, topic("diagnostics"), out)
+        self.create_subscription(CodeMapMsg, topic("codemap"), self._on_codemap, self._qos())
+        self.create_timer(1.0, self._diagnostics)
+
+    def _qos(self) -> QoSProfile:
+        """The V2X QoS, with reader history for one map of every allowed peer and the ego."""
+        qos = qos_profile("codemap")
+        qos.depth = max(qos.depth, 2 * (int(self.p["max_peers"]) + 1))
+        return qos
+
+    def _build(self, modality: str) -> None:
+        p = self.p
+        comm = float(p["comm_range_m"])
+        self.pipeline = ReceiverPipeline(
+            p["model_dir"], self.ego, modality, p["backend"], float(p["max_age_s"]),
+            float(p["future_tolerance_s"]), comm if comm >= 0 else None, int(p["max_peers"]),
+            p["profile"] or None, p["cache_dir"] or None, float(p["claim_window_s"]),
+            logging.getLogger("codealign.pipeline"), int(p["threads"]) or None,
+            float(p["max_delay_s"]))
+        self.pipeline.drops.update(self.early)
+        self.get_logger().info(f"ego {self.ego} ({modality}, space {self.pipeline.ego_group}) "
+                               f"on {self.pipeline.backend_name}; translating "
+                               f"{sorted(self.pipeline.translators) or 'nothing'}")
+
+    # -- input ---------------------------------------------------------------------------------
+    def _on_codemap(self, msg: CodeMapMsg, info: Any) -> None:
+        now = self.get_clock().now().nanoseconds
+        early = self.pipeline and self.pipeline.space_reason(msg.code_space, msg.codebook_hash,
+                                                             msg.agent_id)
+        if early:  # unusable code space: not even decompressed
+            self._drop(early, msg.agent_id, ValueError(f"code space {msg.code_space!r}"))
+            return
+        try:
+            code_map = msg_to_codemap(msg)
+        except CodeMapError as exc:
+            self._drop(drop_reason(exc), msg.agent_id, exc)
+            return
+        if self.pipeline is None and not self._learn_modality(code_map):
+            return
+        assert self.pipeline is not None
+        try:
+            reason, result = self.pipeline.handle(code_map, now, publisher_id(info))
+        except PipelineError as exc:
+            reason, result = exc.reason, None
+            self.pipeline.drops.drop(reason)
+        except Exception as exc:  # noqa: BLE001 - a node must survive any one bad map
+            self._drop("internal_error", code_map.agent_id, exc)
+            return
+        if reason is not None:
+            self.log.warning(reason, f"dropped code map of {code_map.agent_id!r}: {reason}")
+        elif result is not None:
+            self._publish(code_map, result)
+
+    def _learn_modality(self, code_map: CodeMap) -> bool:
+        """Build the pipeline from the ego's first map when no modality was configured."""
+        if code_map.agent_id != self.ego or code_map.modality in self.unusable:
+            self.early.drop("no_ego_yet" if code_map.agent_id != self.ego else "ego_unusable")
+            return False
+        try:
+            self._build(code_map.modality)
+        except (ValueError, KeyError, OSError) as exc:  # PipelineError, ConfigError, store
+            self.unusable.add(code_map.modality)
+            self._drop("ego_unusable", code_map.agent_id, exc)
+            return False
+        return True
+
+    def _drop(self, reason: str, agent: str, exc: Exception) -> None:
+        if self.pipeline is not None:
+            self.pipeline.count_drop(reason)
+        else:
+            self.early.drop(reason)
+        self.log.warning(reason, f"dropped code map of {agent!r} ({reason}): {exc}")
+
+    # -- output --------------------------------------------------------------------------------
+    def _publish(self, ego_map: CodeMap, result: ReceiverResult) -> None:
+        if not self.context.ok():  # shut down while this frame was fused
+            return
+        header = Header(stamp=ns_to_stamp(ego_map.stamp_ns), frame_id=self.frame_id)
+        name = str(self.p["class_name"])
+        self.det_pub.publish(markers.boxes_to_detections(result.boxes, result.scores, name,
+                                                         result.agents, header))
+        if self.vision_pub is not None:
+            self.vision_pub.publish(markers.vision_detections(result.boxes, result.scores, name,
+                                                              header))
+        self.marker_pub.publish(markers.boxes_to_marker_array(
+            result.boxes, self.frame_id, ego_map.stamp_ns, "detections", MARKER_COLOR,
+            scores=result.scores))
+        self.latency_ms = (self.get_clock().now().nanoseconds - ego_map.stamp_ns) / 1e6
+        self.latency_pub.publish(Float64(data=self.latency_ms))
+        self.last_ego_s, self.last_result = time.monotonic(), result
+
+    def _diagnostics(self) -> None:
+        stats = self.pipeline.stats() if self.pipeline else {"drops": dict(self.early)}
+        result = self.last_result
+        values = {k: v for k, v in stats.items() if k not in ("drops", "skipped", "last_agents")}
+        values.update({"agents_fused": len(stats.get("last_agents", [])),
+                       "last_agents": ",".join(stats.get("last_agents", [])),
+                       "latency_ms": f"{self.latency_ms:.1f}",
+                       "boxes": 0 if result is None else len(result.boxes),
+                       **{f"drop_{k}": v for k, v in sorted(stats["drops"].items())},
+                       **{f"skipped_{k}": v for k, v in sorted(stats.get("skipped", {}).items())},
+                       **({} if result is None else
+                          {k: f"{v:.2f}" for k, v in result.timings.items()})})
+        silent = self.last_ego_s is None or time.monotonic() - self.last_ego_s > EGO_SILENT_S
+        problem = f"no fused ego frame for {EGO_SILENT_S:.0f} s" if silent else ""
+        status = diagnostic_status(f"codealign fusion {self.ego}", self.ego, values, problem)
+        header = Header(stamp=self.get_clock().now().to_msg())
+        self.diag_pub.publish(DiagnosticArray(header=header, status=[status]))
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point: `fusion_node --ros-args -p agent_id:=cav_1 -p model_dir:=models/mini`."""
+    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    return run_node(FusionNode, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""vehicle_node: one agent's sensors -> CodeMaps on the V2X topic (one per code space).
+
+Subscribes (topics.yaml, {agent} = agent_id) the LiDAR cloud or the modality's cameras (image +
+camera_info each) and the pose, synchronised by `ros.sync.make_synchronizer`; runs a
+`VehiclePipeline`; publishes each code space's map with header.stamp = sensor stamp and pose =
+the synced LiDAR -> world pose. Debug: `~/processing_time_ms` (std_msgs/Float64, sync callback
+to publish) and a /diagnostics status each second with frame, publish and drop counts.
+
+Parameters: agent_id, modality, model_dir, profile ("" = model_dir's name), backend (auto,
+onnxruntime, tensorrt, torch), translate_to (string array of target spaces: sender-side D2C),
+encoding (raw|zlib|zstd), cache_dir ("" = <model_dir>/onnx), slop_s, queue_size, threads
+(0 = backend default), camera_extrinsics (16 doubles per camera, LiDAR -> camera row-major,
+OpenCV axes; unset = the mini-world vehicle rig of codealign_ros.data.world).
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import Float64, Header
+
+from codealign_msgs.msg import CodeMap as CodeMapMsg
+from codealign_ros.config import topic
+from codealign_ros.core.codemap import CodeMapError, Encoding, GridPose
+from codealign_ros.core.stats import DropCounter
+from codealign_ros.data.types import CameraFrame
+from codealign_ros.pipeline import PipelineError, VehiclePipeline
+from codealign_ros.ros.codemap_msg import codemap_to_msg
+from codealign_ros.ros.errors import MalformedMessageError
+from codealign_ros.ros.image import image_to_rgb
+from codealign_ros.ros.pointcloud import pointcloud2_to_xyzi
+from codealign_ros.ros.qos import qos_profile
+from codealign_ros.ros.runner import run_node
+from codealign_ros.ros.sync import header_stamp_ns, make_synchronizer
+
+DEFAULTS = {"agent_id": "cav_1", "modality": "m1", "model_dir": "models/mini", "profile": "",
+            "backend": "auto", "encoding": "zstd", "cache_dir": "", "slop_s": 0.05,
+            "queue_size": 10, "threads": 0}
+
+
+class RateLimitedLog:
+    """Logs each key at most once per `period_s` (per drop reason)."""
+
+    def __init__(self, logger: Any, period_s: float = 1.0) -> None:
+        self.logger, self.period, self.last = logger, period_s, {}
+
+    def warning(self, key: str, text: str) -> None:
+        now = time.monotonic()
+        if now - self.last.get(key, -1e9) >= self.period:
+            self.last[key] = now
+            self.logger.warning(text)
+
+
+def diagnostic_status(name: str, agent: str, values: dict[str, Any], problem: str = ""
+                      ) -> DiagnosticStatus:
+    """An OK (or WARN with `problem`) status with `values` as key/value strings."""
+    level = DiagnosticStatus.WARN if problem else DiagnosticStatus.OK
+    return DiagnosticStatus(level=level, name=name, hardware_id=agent,
+                            message=problem or "OK",
+                            values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+
+
+def grid_pose(msg: PoseStamped) -> GridPose:
+    """GridPose of a PoseStamped (validated: CodeMapError("pose") when NaN / not unit)."""
+    p, q = msg.pose.position, msg.pose.orientation
+    pose = GridPose((p.x, p.y, p.z), (q.x, q.y, q.z, q.w))
+    pose.validate()
+    return pose
+
+
+def default_extrinsics() -> list[np.ndarray]:
+    """LiDAR -> camera of the mini-world vehicle rig (the generated data's calibration)."""
+    from codealign_ros.data import world
+
+    return [np.linalg.inv(m) for m in world._camera_rig(world.VEHICLE_CAMERAS)]
+
+
+class VehicleNode(Node):
+    """Sensors of one agent -> its CodeMaps."""
+
+    def __init__(self) -> None:
+        super().__init__("vehicle_node")
+        p = {k: self.declare_parameter(k, v).value for k, v in DEFAULTS.items()}
+        targets = self.declare_parameter("translate_to", Parameter.Type.STRING_ARRAY).value
+        ext = self.declare_parameter("camera_extrinsics", Parameter.Type.DOUBLE_ARRAY).value
+        self.agent = p["agent_id"]
+        self.encoding = Encoding[p["encoding"].upper()]
+        self.pipeline = VehiclePipeline(
+            p["model_dir"], p["modality"], self.agent, p["backend"], tuple(targets or ()),
+            p["profile"] or None, p["cache_dir"] or None, logging.getLogger("codealign.pipeline"),
+            p["threads"] or None)
+        self.get_logger().info(f"{self.agent}: {p['modality']} -> spaces "
+                               f"{list(self.pipeline.spaces)} on {self.pipeline.backend_name}")
+        self.drops, self.counts = DropCounter(), {"frames": 0, "published": 0}
+        self.timings: dict[str, float] = {}
+        self.log = RateLimitedLog(self.get_logger())
+        self.publisher = self.create_publisher(CodeMapMsg, topic("codemap"),
+                                               qos_profile("codemap"))
+        self.time_pub = self.create_publisher(Float64, "~/processing_time_ms",
+                                              qos_profile("output"))
+        self.diag_pub = self.create_publisher(DiagnosticArray, topic("diagnostics"),
+                                              qos_profile("output"))
+        self.extrinsics = self._extrinsics(ext)
+        self.sync = make_synchronizer(self, self._specs(), self._on_sensors,
+                                      queue_size=int(p["queue_size"]), slop=float(p["slop_s"]))
+        self.create_timer(1.0, self._diagnostics)
+
+    def _extrinsics(self, flat: list[float] | None) -> list[np.ndarray]:
+        cams = int(self.pipeline.num_cameras or 0)
+        if not flat:
+            return default_extrinsics()[:cams] if cams else []
+        if len(flat) != 16 * cams:
+            raise ValueError(f"camera_extrinsics needs 16 values per camera ({16 * cams}), "
+                             f"got {len(flat)}")
+        return [np.asarray(flat[16 * i:16 * i + 16], np.float64).reshape(4, 4)
+                for i in range(cams)]
+
+    def _specs(self) -> list[tuple[type, str, Any]]:
+        sensor, a = qos_profile("sensor"), self.agent
+        pose = (PoseStamped, topic("pose", agent=a), qos_profile("pose"))
+        if not self.pipeline.num_cameras:
+            return [(PointCloud2, topic("lidar", agent=a), sensor), pose]
+        cams = range(int(self.pipeline.num_cameras))
+        return ([(Image, topic("camera_image", agent=a, index=i), sensor) for i in cams]
+                + [(CameraInfo, topic("camera_info", agent=a, index=i), sensor) for i in cams]
+                + [pose])
+
+    # -- processing --------------------------------------------------------------------------
+    def _on_sensors(self, *msgs: Any) -> None:
+        start = time.perf_counter()
+        self.counts["frames"] += 1
+        try:
+            pose = grid_pose(msgs[-1])
+            result = self._run(msgs[:-1])
+            maps = self.pipeline.code_maps(result, header_stamp_ns(msgs[0]), pose)
+            out = [codemap_to_msg(m, self.encoding) for m in maps]
+        except CodeMapError as exc:
+            self._drop("nan_pose" if exc.reason == "pose" else f"codemap_{exc.reason}", exc)
+            return
+        except MalformedMessageError as exc:
+            self._drop(f"malformed_{'cloud' if len(msgs) == 2 else 'camera'}", exc)
+            return
+        except PipelineError as exc:
+            self._drop(exc.reason, exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - a node must survive any one bad frame
+            self._drop("internal_error", exc)
+            return
+        if not self.context.ok():  # shut down (SIGTERM) while this frame was processed
+            return
+        for msg in out:
+            self.publisher.publish(msg)
+        self.counts["published"] += len(out)
+        self.timings = dict(result.timings, total_ms=(time.perf_counter() - start) * 1e3)
+        self.time_pub.publish(Float64(data=self.timings["total_ms"]))
+
+    def _run(self, sensors: tuple[Any, ...]) -> Any:
+        if not self.pipeline.num_cameras:
+            return self.pipeline.process_lidar(pointcloud2_to_xyzi(sensors[0], skip_nans=False))
+        n = len(sensors) // 2
+        cams = [CameraFrame(image_to_rgb(img), np.asarray(info.k, np.float64).reshape(3, 3),
+                            ext) for img, info, ext in zip(sensors[:n], sensors[n:],
+                                                           self.extrinsics)]
+        return self.pipeline.process_cameras(cams)
+
+    def _drop(self, reason: str, exc: Exception) -> None:
+        self.drops.drop(reason)
+        self.log.warning(reason, f"dropped a sensor frame ({reason}): {exc}")
+
+    def _diagnostics(self) -> None:
+        values = {**self.counts, "backend": self.pipeline.backend_name,
+                  "spaces": ",".join(self.pipeline.spaces),
+                  "nonfinite_points": self.pipeline.nonfinite_points,
+                  **{f"drop_{k}": v for k, v in sorted(self.drops.items())},
+                  **{k: f"{v:.2f}" for k, v in self.timings.items()},
+                  **{f"sync_{k}": v for k, v in self.sync.stats().items()
+                     if k in ("matched", "queued", "dropped")}}
+        problem = f"{sum(self.drops.values())} frames dropped" if self.drops else ""
+        status = diagnostic_status(f"codealign vehicle {self.agent}", self.agent, values, problem)
+        header = Header(stamp=self.get_clock().now().to_msg())
+        self.diag_pub.publish(DiagnosticArray(header=header, status=[status]))
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point: `vehicle_node --ros-args -p agent_id:=cav_1 -p modality:=m1`."""
+    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    return run_node(VehicleNode, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""ROS-free vehicle side: sensor data -> code maps of the own (and translated) code spaces.
+
+Input policy (each refusal is a `PipelineError` whose `reason` the node counts as a drop):
+  bad_points   points are not an (N, 4) numeric array
+  empty_cloud  the cloud has no points at all: a LiDAR always sees the ground, so zero points
+               is a sensor or driver fault, and an all-"nothing" map would tell peers that the
+               area is free. No map is sent.
+  nan_points   every point has a NaN/inf coordinate. Some non-finite points (the no-return
+               cells of organised clouds) are removed and counted in `nonfinite_points`.
+  bad_cameras  wrong camera count or malformed images / calibration
+A cloud whose finite points all lie outside the profile range is processed: the map then says
+"nothing within range", which is what the sensor reported.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from codealign_ros.config import frame
+from codealign_ros.core.codemap import CodeMap, GridPose
+from codealign_ros.data.types import AgentFrame, CameraFrame
+from codealign_ros.models.encoders import modality_spec
+from codealign_ros.models.encoders.inputs import collate, encoder_inputs
+from codealign_ros.models.store import ModelStore, group_of
+from codealign_ros.pipeline.export import (PipelineError, space_output, stage_backend,
+                                           translator_targets, vehicle_spec)
+
+__all__ = ["SpaceInfo", "VehiclePipeline", "VehicleResult"]
+
+
+@dataclass(frozen=True)
+class SpaceInfo:
+    """What goes into a CodeMap of one code space."""
+
+    bits: int
+    codebook_hash: str
+
+
+@dataclass
+class VehicleResult:
+    """maps: space -> (indices uint8 (H, W), codebook_hash), own space first; timings in ms."""
+
+    maps: dict[str, tuple[np.ndarray, str]]
+    timings: dict[str, float]
+
+
+def _ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1e3
+
+
+class VehiclePipeline:
+    """Frozen encoder -> adapter -> nearest code (+ UCT into `translate_to`) of one agent."""
+
+    def __init__(self, model_dir: Path | str, modality: str, agent_id: str,
+                 backend: str = "auto", translate_to: Sequence[str] = (),
+                 profile: str | None = None, cache_dir: Path | str | None = None,
+                 logger: logging.Logger | None = None, threads: int | None = None) -> None:
+        self.store = ModelStore(model_dir, profile)
+        self.profile, self.grid = self.store.profile, self.store.profile.grid
+        self.modality, self.agent_id = modality, agent_id
+        try:
+            self.group = group_of(modality)
+            self.num_cameras = modality_spec(modality).get("cameras")
+        except (KeyError, ValueError) as exc:
+            raise PipelineError("config", str(exc).strip('"')) from exc
+        self.targets = tuple(dict.fromkeys(t for t in translate_to if t and t != self.group))
+        self.spaces = self._spaces()
+        spec = vehicle_spec(self.store, modality, self.targets)
+        self.backend = stage_backend(self.store, spec, backend,
+                                     Path(cache_dir) if cache_dir else None, logger, threads)
+        self.outputs = {space_output(s): s for s in self.spaces}
+        self.nonfinite_points = 0
+
+    def _spaces(self) -> dict[str, SpaceInfo]:
+        """Bits and codebook hash per produced space; PipelineError("config") if unusable."""
+        own = self.store.codebook(self.group)
+        spaces = {self.group: SpaceInfo(own.bits, own.weights_hash())}
+        known = translator_targets(self.store, self.group)
+        for t in self.targets:
+            if t not in known:
+                raise PipelineError("config", f"cannot translate {self.modality} "
+                                    f"({self.group}) into {t!r}: uct_{self.group} targets "
+                                    f"{sorted(known) or 'nothing'}")
+            cb = self.store.codebook(t)
+            trained = self.store.meta(f"uct_{self.group}").get("target_hashes", {}).get(t)
+            if trained not in (None, cb.weights_hash()):
+                raise PipelineError("config", f"uct_{self.group} was trained against another "
+                                    f"codebook of {t} ({trained} != {cb.weights_hash()})")
+            spaces[t] = SpaceInfo(cb.bits, cb.weights_hash())
+        return spaces
+
+    @property
+    def backend_name(self) -> str:
+        return f"{self.backend.name} ({self.backend.device})"
+
+    # -- inputs ------------------------------------------------------------------------------
+    def _finite_points(self, points: np.ndarray) -> np.ndarray:
+        arr = np.asarray(points)
+        if arr.ndim != 2 or arr.shape[1] != 4 or not np.issubdtype(arr.dtype, np.number):
+            raise PipelineError("bad_points", f"points must be a numeric (N, 4) array, got "
+                                f"{arr.dtype} {arr.shape}")
+        if len(arr) == 0:
+            raise PipelineError("empty_cloud", "the point cloud has no points")
+        finite = np.isfinite(arr).all(axis=1)
+        if not finite.any():
+            raise PipelineError("nan_points", f"all {len(arr)} points are NaN/inf")
+        self.nonfinite_points += int(len(arr) - finite.sum())
+        return arr[finite].astype(np.float32, copy=False)
+
+    def process_lidar(self, points: np.ndarray) -> VehicleResult:
+        """(N, 4) x, y, z, intensity in the LiDAR frame -> code maps."""
+        start = time.perf_counter()
+        agent = AgentFrame(self.agent_id, self._finite_points(points), np.eye(4))
+        return self._process(agent, start)
+
+    def process_cameras(self, cameras: Sequence[CameraFrame]) -> VehicleResult:
+        """The modality's cameras (image, intrinsic, LiDAR -> camera extrinsic) -> code maps."""
+        start = time.perf_counter()
+        if self.num_cameras is not None and len(cameras) != int(self.num_cameras):
+            raise PipelineError("bad_cameras", f"{self.modality} needs {self.num_cameras} "
+                                f"cameras, got {len(cameras)}")
+        agent = AgentFrame(self.agent_id, np.zeros((0, 4), np.float32), np.eye(4),
+                           list(cameras))
+        return self._process(agent, start)
+
+    def _process(self, agent: AgentFrame, start: float) -> VehicleResult:
+        try:
+            batch = collate([encoder_inputs(self.modality, agent, self.profile)])
+        except ValueError as exc:
+            reason = "bad_cameras" if agent.cameras else "bad_points"
+            raise PipelineError(reason, str(exc)) from exc
+        feed = {n: batch[n].numpy() for n in self.backend.input_names}
+        pre = _ms(start)
+        start = time.perf_counter()
+        out = self.backend(feed)
+        inference = _ms(start)
+        start = time.perf_counter()
+        maps = {space: (np.asarray(out[name][0], np.uint8), self.spaces[space].codebook_hash)
+                for name, space in self.outputs.items()}
+        return VehicleResult(maps, {"preprocess_ms": pre, "inference_ms": inference,
+                                    "postprocess_ms": _ms(start)})
+
+    # -- outputs -----------------------------------------------------------------------------
+    def code_maps(self, result: VehicleResult, stamp_ns: int, pose: GridPose) -> list[CodeMap]:
+        """One validated CodeMap per space of `result` (grid frame of this agent, `pose` =
+        grid -> world at `stamp_ns`); CodeMapError("pose") for a bad pose."""
+        maps = []
+        for space, (indices, digest) in result.maps.items():
+            code_map = CodeMap(
+                indices=indices, bits=self.spaces[space].bits, agent_id=self.agent_id,
+                modality=self.modality, code_space=space, codebook_hash=digest,
+                stamp_ns=int(stamp_ns), frame_id=frame("grid", agent=self.agent_id),
+                resolution=self.grid.resolution, origin=(self.grid.x_min, self.grid.y_min, 0.0),
+                pose=pose)
+            code_map.validate()
+            maps.append(code_map)
+        return maps
