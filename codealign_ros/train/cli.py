@@ -227,6 +227,7 @@ def add_eval_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--translator", default="uct", choices=("uct", "multi_head", "one_to_one"))
     p.add_argument("--max-frames", type=int, default=0, help="0: all")
     p.add_argument("--json", type=Path, help="write the result here")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--no-progress", action="store_true")
     return p
 

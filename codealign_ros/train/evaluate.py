@@ -78,12 +78,13 @@ class Evaluator:
     method: str
     setting: dict[str, Any]
     variant: Variant = field(default_factory=Variant)
+    cache: InputCache | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose from {METHODS}")
         self.profile = self.store.profile
-        self.cache = InputCache(self.profile)
+        self.cache = self.cache or InputCache(self.profile)
         self.ap = APAccumulator()
         self.payload: list[float] = []
         self.coded: list[float] = []
@@ -249,15 +250,17 @@ def _count(module: torch.nn.Module) -> int:
 
 def evaluate(store: ModelStore, method: str, setting: dict[str, Any],
              frames: list[CooperativeFrame], variant: Variant | None = None,
-             progress: bool = True) -> dict[str, Any]:
-    """Evaluate `method` on `frames` (see module docstring)."""
-    ev = Evaluator(store, method, setting, variant or Variant())
+             progress: bool = True, cache: InputCache | None = None) -> dict[str, Any]:
+    """Evaluate `method` on `frames` (see module docstring); `cache` shares preprocessed
+    inputs between evaluations of the same frames."""
+    ev = Evaluator(store, method, setting, variant or Variant(), cache)
     for frame in tqdm(frames, desc=f"eval {method}", disable=not progress, leave=False):
         ev.add(frame)
     return ev.result()
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
     store = ModelStore(args.models)
     frames = load_frames(args.data, args.split)
     if args.max_frames:

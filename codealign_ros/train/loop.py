@@ -62,18 +62,23 @@ def _resume(path: Path, modules: dict[str, nn.Module], optim: torch.optim.Optimi
     return int(state["step"]), list(state["history"])
 
 
-def fit(name: str, modules: dict[str, nn.Module], params: list[nn.Parameter], step_fn: StepFn,
-        cfg: LoopConfig, checkpoint: Path | None = None) -> list[dict]:
-    """Run `cfg.steps` optimiser steps of `step_fn(step) -> (loss, parts)` over `params`.
+def fit(name: str, modules: dict[str, nn.Module], params: list[nn.Parameter] | list[dict],
+        step_fn: StepFn, cfg: LoopConfig, checkpoint: Path | None = None) -> list[dict]:
+    """Run `cfg.steps` optimiser steps of `step_fn(step) -> (loss, parts)` over `params`
+    (parameters, or param groups {"params": [...], "lr_scale": k} for a k-times higher lr).
 
     `modules` are saved in the checkpoint (and restored when it exists, so an interrupted
     run resumes where it stopped). Returns the per-step history (loss parts, seconds).
     """
     if not params:
         raise ValueError(f"{name}: nothing to train")
-    optim = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=cfg.lr, total_steps=max(cfg.steps, 1),
-                                                pct_start=0.1)
+    groups = params if isinstance(params[0], dict) else [{"params": params}]
+    optim = torch.optim.Adam([{"params": g["params"]} for g in groups], lr=cfg.lr,
+                             weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        optim, max_lr=[cfg.lr * g.get("lr_scale", 1.0) for g in groups],
+        total_steps=max(cfg.steps, 1), pct_start=0.1)
+    flat = [p for g in groups for p in g["params"]]
     start, history = 0, []
     if checkpoint is not None and checkpoint.exists():
         start, history = _resume(checkpoint, modules, optim, sched)
@@ -89,7 +94,7 @@ def fit(name: str, modules: dict[str, nn.Module], params: list[nn.Parameter], st
             raise FloatingPointError(f"{name}: non-finite loss at step {step}: {parts}")
         optim.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        torch.nn.utils.clip_grad_norm_(flat, cfg.grad_clip)
         optim.step()
         sched.step()
         history.append({"step": step, "loss": float(loss.detach()), **parts,

@@ -41,9 +41,10 @@ def compute(models: Path, data: Path, split: str, max_frames: int = 0,
     """All evaluations of the table (dict ready for JSON)."""
     from codealign_ros.models.store import ModelStore
     from codealign_ros.train.evaluate import Variant, evaluate, parse_setting, settings
-    from codealign_ros.train.samples import load_frames
+    from codealign_ros.train.samples import InputCache, load_frames
 
     store = ModelStore(models)
+    cache = InputCache(store.profile)
     frames = load_frames(data, split)
     if max_frames:
         frames = frames[:max_frames]
@@ -51,15 +52,16 @@ def compute(models: Path, data: Path, split: str, max_frames: int = 0,
                            "profile": store.profile.name, "settings": {}}
     for name in settings():
         setting = parse_setting(name)
-        out["settings"][name] = {m: evaluate(store, m, setting, frames, progress=progress)
+        out["settings"][name] = {m: evaluate(store, m, setting, frames, progress=progress,
+                                                    cache=cache)
                                  for m, _ in METHOD_ROWS}
     setting = parse_setting(CODEBOOK_SETTING)
     out["codebook"] = {str(k): evaluate(store, "codealign", setting, frames, Variant(suffix),
-                                        progress) for suffix, k in CODEBOOK_VARIANTS}
+                                        progress, cache) for suffix, k in CODEBOOK_VARIANTS}
     setting = parse_setting(TRANSLATOR_SETTING)
     out["translator"] = {}
     for variant, _ in TRANSLATORS:
-        res = evaluate(store, "codealign", setting, frames, Variant("", variant), progress)
+        res = evaluate(store, "codealign", setting, frames, Variant("", variant), progress, cache)
         uct = store.translator("g2", variant)
         res["translator_params"] = sum(p.numel() for p in uct.parameters())
         res["switching_params"] = uct.switching_parameters("g1")
@@ -145,12 +147,16 @@ def add_paper_table_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--readme", type=Path, default=Path("README.md"),
                    help="README whose paper-table markers get the table ('' to skip)")
     p.add_argument("--max-frames", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_paper_table)
     return p
 
 
 def run_paper_table(args: argparse.Namespace) -> int:
+    import torch
+
+    torch.set_num_threads(args.threads)
     res = compute(args.models, args.data, args.split, args.max_frames, not args.no_progress)
     args.out.mkdir(parents=True, exist_ok=True)
     table = markdown(res)

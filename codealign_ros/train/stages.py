@@ -242,7 +242,10 @@ def train_codespace(data: StageData, store: ModelStore, group: str, out: Path,
     started, mods = time.perf_counter(), groups()[group]
     num_codes = num_codes or data.profile.num_codes
     encoders = {m: store.encoder(m) for m in mods}
-    adapters = nn.ModuleDict({m: Adapter(data.profile.channels) for m in mods})
+    # Zero-initialised residual branches: the adapter starts as the identity on the (ReLU,
+    # non-negative) encoder features, so the frozen backend sees familiar input from step 0.
+    adapters = nn.ModuleDict({m: Adapter(data.profile.channels, zero_init_residual=True)
+                              for m in mods})
     codebook = Codebook(num_codes, data.profile.channels)
     backend = copy.deepcopy(store.base_backend(mods[0]))
     shared = len(mods) > 1
@@ -275,7 +278,11 @@ def train_codespace(data: StageData, store: ModelStore, group: str, out: Path,
 
     name = store.codespace_name(group, variant)
     trained = [adapters, codebook] + ([backend] if shared else [])
-    params = [p for m in trained for p in m.parameters() if p.requires_grad]
+    # Adam moves a parameter by about lr per step whatever its gradient; codes must travel the
+    # feature scale within a short run, hence a 10x higher learning rate for the codebook.
+    params = [{"params": [p for m in trained if m is not codebook for p in m.parameters()
+                          if p.requires_grad]},
+              {"params": list(codebook.parameters()), "lr_scale": 10.0}]
     history = fit(f"codespace {group}{variant}", {"adapters": adapters, "codebook": codebook,
                                                    "backend": backend},
                   params, step, cfg, out / "checkpoints" / f"{name}.ckpt")
