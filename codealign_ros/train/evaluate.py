@@ -14,7 +14,6 @@ import argparse
 import json
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,7 +26,7 @@ from codealign_ros.core.geometry import transform_boxes
 from codealign_ros.core.metrics import APAccumulator, rotated_nms
 from codealign_ros.data.assignment import assign_modalities
 from codealign_ros.data.types import CooperativeFrame
-from codealign_ros.models.deploy import DenseReceiverHead, ReceiverHead, VehicleEncoder
+from codealign_ros.models.deploy import ReceiverHead, VehicleEncoder
 from codealign_ros.models.store import ModelStore, group_of, groups
 from codealign_ros.train.samples import InputCache, Sample, load_frames, make_batch, make_sample
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import logging
 import random
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -25,7 +24,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from codealign_ros.config import lookup
 from codealign_ros.data.types import CooperativeFrame
 from codealign_ros.models.adapter import Adapter
 from codealign_ros.models.align_losses import (BalanceState, cosine_alignment_loss,
@@ -174,13 +172,15 @@ class StageResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _finish(name: str, path: Path, history: list[dict], started: float, trainable: int,
+def _finish(name: str, path: Path, history: list[dict], trainable: int,
             **extra: Any) -> StageResult:
+    """Result of a stage; its time is the sum of the step times, so a resumed run reports the
+    whole training time, not the time since it resumed."""
     first, last = smoothed(history)
+    seconds = sum(h.get("seconds", 0.0) for h in history)
     LOG.info("%s: loss %.3f -> %.3f in %d steps, %.0f s, %d trainable params", name, first,
-             last, len(history), time.perf_counter() - started, trainable)
-    return StageResult(name, path, len(history), time.perf_counter() - started, first, last,
-                       trainable, extra)
+             last, len(history), seconds, trainable)
+    return StageResult(name, path, len(history), seconds, first, last, trainable, extra)
 
 
 def _meta(data: StageData, **kw: Any) -> dict[str, Any]:
@@ -210,7 +210,7 @@ def detector_step(data: StageData, group: str, modality: str, encoder: nn.Module
 
 def train_base(data: StageData, modality: str, out: Path, cfg: LoopConfig) -> StageResult:
     """Stage a: detector of `modality` on its group's scenarios (homogeneous agents)."""
-    group, started = group_of(modality), time.perf_counter()
+    group = group_of(modality)
     encoder, backend = build_encoder(modality, data.profile), DetectionBackend(data.profile)
     step = detector_step(data, group, modality, encoder, backend)
 
@@ -221,7 +221,7 @@ def train_base(data: StageData, modality: str, out: Path, cfg: LoopConfig) -> St
     save_component(path, "base", {"encoder": encoder.state_dict(),
                                   "backend": backend.state_dict()},
                    _meta(data, modality=modality, group=group, steps=cfg.steps))
-    return _finish(f"base_{modality}", path, history, started,
+    return _finish(f"base_{modality}", path, history,
                    trainable_parameters(encoder, backend), group=group)
 
 
@@ -239,7 +239,7 @@ def train_codespace(data: StageData, store: ModelStore, group: str, out: Path,
                     cfg: LoopConfig, num_codes: int | None = None,
                     variant: str = "") -> StageResult:
     """Stage b: adapters + codebook (+ backend for multi-modality groups) of `group`."""
-    started, mods = time.perf_counter(), groups()[group]
+    mods = groups()[group]
     num_codes = num_codes or data.profile.num_codes
     encoders = {m: store.encoder(m) for m in mods}
     # Zero-initialised residual branches: the adapter starts as the identity on the (ReLU,
@@ -292,7 +292,7 @@ def train_codespace(data: StageData, store: ModelStore, group: str, out: Path,
         "codebook": codebook.state_dict(), "backend": backend.state_dict()},
         _meta(data, group=group, modalities=mods, num_codes=num_codes,
               codebook_hash=codebook.weights_hash(), backend_trained=shared, steps=cfg.steps))
-    return _finish(name, path, history, started, trainable_parameters(*trained),
+    return _finish(name, path, history, trainable_parameters(*trained),
                    codebook_hash=codebook.weights_hash(), num_codes=num_codes)
 
 
@@ -303,7 +303,7 @@ def train_translator(data: StageData, store: ModelStore, source: str, out: Path,
     Input: the source adapter output, half the time replaced by its decoded codes so one
     translator serves the sender-side (dense-to-code) and receiver-side (code-to-code) paths.
     """
-    started, mods = time.perf_counter(), groups()[source]
+    mods = groups()[source]
     targets = [g for g in groups() if g != source]
     encoders = {m: store.encoder(m) for m in mods}
     adapters = {m: store.adapter(source, m) for m in mods}
@@ -339,7 +339,7 @@ def train_translator(data: StageData, store: ModelStore, source: str, out: Path,
         data, source=source, targets={t: cb.num_codes for t, cb in codebooks.items()},
         target_hashes={t: cb.weights_hash() for t, cb in codebooks.items()},
         hidden=data.profile.channels, variant=variant, steps=cfg.steps))
-    return _finish(name, path, history, started, trainable_parameters(uct), variant=variant,
+    return _finish(name, path, history, trainable_parameters(uct), variant=variant,
                    switching={t: uct.switching_parameters(t) for t in targets})
 
 
@@ -347,7 +347,7 @@ def train_heal(data: StageData, store: ModelStore, modality: str, group: str, ou
                cfg: LoopConfig) -> StageResult:
     """Stage d: HEAL-style backward alignment of `modality`'s encoder to `group`'s base
     backend (frozen), trained on `modality`'s own group data."""
-    started, own = time.perf_counter(), group_of(modality)
+    own = group_of(modality)
     encoder = build_encoder(modality, data.profile)
     encoder.load_state_dict(store.encoder(modality).state_dict())
     backend = freeze(store.base_backend(groups()[group][0]))
@@ -359,7 +359,7 @@ def train_heal(data: StageData, store: ModelStore, modality: str, group: str, ou
     path = out / f"{name}.pt"
     save_component(path, "heal", {"encoder": encoder.state_dict()},
                    _meta(data, modality=modality, group=group, steps=cfg.steps))
-    return _finish(name, path, history, started, trainable_parameters(encoder))
+    return _finish(name, path, history, trainable_parameters(encoder))
 
 
 StageFn = Callable[..., StageResult]
