@@ -32,7 +32,8 @@ models: data  ## retrain models/mini from nothing (all stages + ablations)
 	$(RUN) bash tools/train_models.sh models/mini
 
 paper-table: data  ## Table-4-style results from the shipped weights into README + benchmarks/results
-	$(RUN) codealign paper-table --models models/mini --data data/mini-v2x --split test
+	$(RUN) codealign paper-table --models models/mini --data data/mini-v2x --split test --every 2
+	$(RUN) codealign train --cards-only --out models/mini
 
 clean:  ## remove build products (keeps .venv)
 	rm -rf build install log .pytest_cache .hypothesis

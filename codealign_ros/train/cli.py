@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import logging
 import subprocess
@@ -98,13 +99,91 @@ def _card(path: Path, result: "stages.StageResult", run: dict[str, Any]) -> None
              f"- File size: {result.path.stat().st_size / 1e6:.2f} MB",
              f"- Code commit: {run['commit']}"]
     lines += [f"- {k}: {v}" for k, v in result.extra.items()]
-    lines += ["", "Metrics under the paper's protocol on the held-out split: see "
-              "benchmarks/results/paper_table.md (`make paper-table`).", ""]
+    lines += ["", "## Metrics", ""] + _metrics_lines(result.name) + [
+        "", "Full comparison under the paper's protocol: benchmarks/results/paper_table.md "
+        "(`make paper-table`).", ""]
     path.with_suffix(".md").write_text("\n".join(lines))
+
+
+PAPER_TABLE = Path("benchmarks/results/paper_table.json")
+
+
+def _metrics_lines(name: str) -> list[str]:
+    """Held-out AP rows of the paper table that use component `name` (when computed)."""
+    if not PAPER_TABLE.exists():
+        return ["(run `make paper-table`)"]
+    res = json.loads(PAPER_TABLE.read_text())
+    rows = []
+    for setting, methods in res["settings"].items():
+        ego = methods["single"]["setting"]["ego"]
+        uses = {"single": name == f"base_{ego}",
+                "codealign": name.startswith(("codespace_", "uct_")) and not name.endswith(
+                    ("_k4", "_k64", "_multi_head", "_one_to_one")),
+                "heal": name.startswith("heal_")}
+        for method, used in uses.items():
+            if used:
+                r = methods[method]
+                rows.append(f"- {setting}, {method}: AP30/50/70 = {100 * r['ap30']:.1f} / "
+                            f"{100 * r['ap50']:.1f} / {100 * r['ap70']:.1f} "
+                            f"({res['frames']} test frames)")
+    return rows or ["- not part of a Table-4 setting; see the ablation tables"]
+
+
+def rewrite_cards(out: Path) -> int:
+    """Model cards again from the run configs and checkpoint histories in `out`."""
+    import torch
+
+    from codealign_ros.train import stages
+    from codealign_ros.train.loop import smoothed
+
+    count = 0
+    for run_file in sorted((out / "checkpoints").glob("*.yaml")):
+        run = yaml.safe_load(run_file.read_text())
+        kw = run["kwargs"]
+        name = _component_name(run["stage"], kw)
+        ckpt, path = out / "checkpoints" / f"{name}.ckpt", out / f"{name}.pt"
+        if not (ckpt.exists() and path.exists()):
+            continue
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        history = state["history"]
+        first, last = smoothed(history)
+        trainable = sum(p.numel() for _, p in _trainable_state(state, run["stage"], kw))
+        result = stages.StageResult(name, path, len(history),
+                                    sum(h.get("seconds", 0.0) for h in history), first, last,
+                                    trainable)
+        _card(path, result, run)
+        count += 1
+    return count
+
+
+def _component_name(stage: str, kw: dict[str, Any]) -> str:
+    if stage == "base":
+        return f"base_{kw['modality']}"
+    if stage == "codespace":
+        return f"codespace_{kw['group']}{kw.get('variant', '')}"
+    if stage == "translator":
+        variant = kw.get("variant", "uct")
+        return f"uct_{kw['source']}" + ("" if variant == "uct" else f"_{variant}")
+    return f"heal_{kw['modality']}_{kw['group']}"
+
+
+def _trainable_state(state: dict[str, Any], stage: str,
+                     kw: dict[str, Any]) -> list[tuple[str, Any]]:
+    """(name, tensor) of the parameters a stage trained, from its checkpoint."""
+    modules = state["modules"]
+    keep = {"base": ("encoder", "backend"), "codespace": ("adapters", "codebook"),
+            "translator": ("translator",), "heal": ("encoder",)}[stage]
+    if stage == "codespace" and len(groups()[kw["group"]]) > 1:
+        keep = (*keep, "backend")  # a multi-modality group trains its shared backend
+    return [(k, v) for m in keep for k, v in modules[m].items()
+            if v.is_floating_point() and "running_" not in k and "usage" not in k]
 
 
 def run_train(args: argparse.Namespace) -> int:
     """Train the chosen stages (see `codealign train --help`)."""
+    if args.cards_only:
+        print(f"rewrote {rewrite_cards(Path(args.out))} model cards in {args.out}")
+        return 0
     from codealign_ros.data.assignment import isolation_split
     from codealign_ros.models.profile import load_profile
     from codealign_ros.models.store import ModelStore
@@ -208,7 +287,10 @@ def add_train_parser(sub: Any) -> argparse.ArgumentParser:
                    help="torch threads (1: run two jobs side by side on 2 cores instead)")
     p.add_argument("--ablation", action="store_true", help="with --stage all: ablations too")
     p.add_argument("--config", type=Path, help="YAML of these options (a run config)")
-    p.add_argument("--host", default="this machine", help="recorded in the model cards")
+    p.add_argument("--host", default=f"{os.cpu_count()}-core CPU, 1 torch thread per job",
+                   help="recorded in the model cards")
+    p.add_argument("--cards-only", action="store_true",
+                   help="only rewrite the model cards from the run configs and checkpoints")
     p.add_argument("--no-progress", action="store_true")
     return p
 
