@@ -4,32 +4,19 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 from codealign_ros import __version__
 
 
 def _demo(args: argparse.Namespace) -> int:
-    """Transport demo: synthetic agents publish CodeMaps, a monitor reports bytes and rates."""
-    from codealign_ros.processes import ProcessGroup
+    """The demo graph on the embedded default: a generated mini-V2X scene replayed from a
+    rosbag2 into one vehicle node per agent (ego m1 LiDAR, a camera vehicle, an m2 road-side
+    unit) and the ego's fusion node over DDS, with the shipped mini weights. Prints a status
+    line each second and a summary (AP ego-only vs fused, bytes per CodeMap, latency,
+    drops); writes out/demo/summary.json and a BEV picture."""
+    from codealign_ros.demo.runner import run_demo_cli
 
-    agents = [("cav_1", "m1", "g1", "zstd"), ("cav_2", "m4", "g2", "zlib"),
-              ("rsu_1", "m2", "g1", "raw")][: args.agents]
-    env = {"ROS_DOMAIN_ID": str(args.domain_id)} if args.domain_id is not None else {}
-    with ProcessGroup(env) as group:
-        group.start_module("monitor", "codealign_ros.nodes.codemap_monitor")
-        for seed, (agent, modality, space, encoding) in enumerate(agents):
-            group.start_module(agent, "codealign_ros.nodes.codemap_source", {
-                "agent_id": agent, "modality": modality, "code_space": space,
-                "encoding": encoding, "seed": seed, "rate_hz": args.rate})
-        deadline = time.monotonic() + args.seconds
-        while time.monotonic() < deadline and not group.failed():
-            time.sleep(0.2)
-        failed = group.failed()
-    if failed:
-        print(f"demo: processes failed: {failed}", file=sys.stderr)
-        return 1
-    return 0
+    return run_demo_cli(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,13 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="codealign", description="CodeAlign V2X cooperative perception on ROS 2.")
     parser.add_argument("--version", action="version", version=f"codealign {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run the transport demo (agents -> DDS -> monitor)",
+    from codealign_ros.demo.runner import add_demo_arguments
+
+    demo = sub.add_parser("demo", help="run the node graph on a generated scene with a summary",
                           description=_demo.__doc__)
-    demo.add_argument("--seconds", type=float, default=8.0, help="how long to run (default 8)")
-    demo.add_argument("--agents", type=int, default=3, choices=(1, 2, 3), help="sending agents")
-    demo.add_argument("--rate", type=float, default=10.0, help="code maps per second per agent")
-    demo.add_argument("--domain-id", type=int, default=None,
-                      help="ROS_DOMAIN_ID for the demo graph (default: inherited)")
+    add_demo_arguments(demo)
     demo.set_defaults(func=_demo)
     _add_data_commands(sub)
     _add_model_commands(sub)

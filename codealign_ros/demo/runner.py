@@ -1,0 +1,382 @@
+"""`codealign demo`: the `demo` launch graph on a generated mini-V2X scene, with a summary.
+
+1. The scene (codealign_ros.demo.scene): one generated OPV2V-layout scenario, two connected
+   vehicles and a road-side unit, converted to a rosbag2 (cached under data/demo/).
+2. The `demo` graph of config/launch.yaml, run by the embedded launcher (`run_specs`) in its
+   own ROS_DOMAIN_ID: the bag player, one vehicle_node per agent (ego m1 LiDAR, the other
+   vehicle m4 cameras, the road-side unit m2 LiDAR by default: modalities.yaml `assignment`),
+   the ego's fusion_node, plus
+   - a second fusion_node on the same ego with comm_range_m 0 (no peer is ever fused: the
+     ego-only baseline through the same code space and backend), its outputs remapped
+     under /demo/ego_only, and
+   - demo_recorder (codealign_ros.demo.recorder): writes everything to a JSON-lines record,
+     prints the status line each second, gates the player's start on every node being up,
+     and ends the run once both fusion nodes answered every evaluated frame.
+   The bag carries TAIL_FRAMES frames after the evaluated ones, so the player (whose exit
+   also ends the graph) does not cut off the last evaluated frame.
+3. The summary (codealign_ros.demo.summary) printed and written to <out>/summary.json, and the
+   BEV picture of the frame where cooperation helps most (codealign_ros.demo.bev_picture).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from codealign_ros.config import lookup, topic
+from codealign_ros.launch_graph import NodeSpec, format_agents, load_graph, parse_agents
+
+GRAPH = "demo"
+DEFAULT_SEED = 191
+DEFAULT_FRAMES = 36
+DEFAULT_RATE = 0.05
+TAIL_FRAMES = 2
+PICTURE_TOP = 10  # boxes per source in the picture: the mini model's scores are flat (~0.1)
+EGO_ONLY_NS = "/demo/ego_only"
+QUIET = ["--ros-args", "--log-level", "error"]  # the ego-only node drops every peer by design
+RECORDER_MODULE = "codealign_ros.demo.recorder"
+PROFILES_ENV = "FASTDDS_DEFAULT_PROFILES_FILE"
+# Fast DDS's default shared-memory segment (512 KiB per participant) cannot hold a frame of
+# ~1 MB LiDAR clouds: the bag player's best-effort clouds are then lost almost entirely on a
+# busy machine (measured: 1 of 24 arrived). A 16 MiB segment delivers all of them.
+FASTDDS_PROFILE = """<?xml version="1.0" encoding="UTF-8" ?>
+<profiles xmlns="http://www.eprosima.com/XMLSchemas/fastRTPS_Profiles">
+  <transport_descriptors>
+    <transport_descriptor>
+      <transport_id>shm_large</transport_id>
+      <type>SHM</type>
+      <segment_size>16777216</segment_size>
+    </transport_descriptor>
+    <transport_descriptor>
+      <transport_id>udp</transport_id>
+      <type>UDPv4</type>
+    </transport_descriptor>
+  </transport_descriptors>
+  <participant profile_name="codealign_demo" is_default_profile="true">
+    <rtps>
+      <userTransports>
+        <transport_id>shm_large</transport_id>
+        <transport_id>udp</transport_id>
+      </userTransports>
+      <useBuiltinTransports>false</useBuiltinTransports>
+    </rtps>
+  </participant>
+</profiles>
+"""
+
+
+class DemoError(RuntimeError):
+    """The demo could not run (missing weights, the graph failed, no detections)."""
+
+
+@dataclasses.dataclass
+class DemoOptions:
+    """What `codealign demo` runs (the command-line flags)."""
+
+    frames: int = DEFAULT_FRAMES
+    seed: int = DEFAULT_SEED
+    rate: float = DEFAULT_RATE
+    modalities: str = ""  # "m1,m4,m2": per bag agent (ego first); "" = modalities.yaml
+    model_dir: str = "models/mini"
+    profile: str = "mini"
+    backend: str = "auto"
+    data_dir: Path = Path("data/demo")
+    out_dir: Path = Path("out/demo")
+    picture: Path | None = None  # default <out_dir>/demo_bev.png
+    domain_id: int | None = None  # default: derived from the process id
+    seconds: float = 600.0  # the recorder ends the run after this long in any case
+
+
+# -- graph ------------------------------------------------------------------------------------
+def demo_agents(bag: Path, modalities: str) -> list[tuple[str, str]]:
+    """(agent, modality) in bag order (ego first); `modalities` overrides the assignment."""
+    agents = parse_agents("auto", bag)
+    if not modalities:
+        return agents
+    chosen = [m.strip() for m in modalities.split(",") if m.strip()]
+    if len(chosen) != len(agents):
+        raise DemoError(f"--modalities {modalities!r}: the bag has {len(agents)} agents "
+                        f"({', '.join(a for a, _ in agents)})")
+    return parse_agents(format_agents(list(zip([a for a, _ in agents], chosen))))
+
+
+def sensor_subscriptions(modality: str) -> int:
+    """Topics a vehicle_node of `modality` subscribes: cloud + pose, or image + info per
+    camera + pose."""
+    cameras = int(lookup("modalities", "modalities", modality).get("cameras") or 0)
+    return 2 * cameras + 1 if cameras else 2
+
+
+def check_models(model_dir: str, profile: str, agents: list[tuple[str, str]]) -> None:
+    """DemoError naming the weight files the graph needs and `model_dir` lacks."""
+    from codealign_ros.models.store import ModelStore, group_of
+
+    store, ego_group = ModelStore(model_dir, profile), group_of(agents[0][1])
+    names = {f"base_{m}" for _, m in agents}
+    names |= {store.codespace_name(group_of(m)) for _, m in agents}
+    names |= {f"uct_{group_of(m)}" for _, m in agents if group_of(m) != ego_group}
+    missing = sorted(str(store.path(n)) for n in names if not store.has(n))
+    if missing:
+        raise DemoError(f"missing weights: {', '.join(missing)}; train them with `make models` "
+                        f"or pass --model-dir")
+
+
+def _ego_only(fusion: NodeSpec) -> NodeSpec:
+    """The fusion node again, fusing no peer (comm_range_m 0), outputs under EGO_ONLY_NS."""
+    from codealign_ros.nodes.fusion_node import vision_topic
+
+    remaps = [(t, f"{EGO_ONLY_NS}/{t.strip('/').split('/')[-1]}")
+              for t in (topic("detections"), topic("markers"), topic("diagnostics"))]
+    remaps.append((vision_topic(), f"{EGO_ONLY_NS}/detections_vision"))
+    return dataclasses.replace(fusion, name=f"{fusion.name}_ego_only",
+                               parameters={**fusion.parameters, "comm_range_m": 0.0},
+                               remappings=[*fusion.remappings, *remaps],
+                               arguments=[*fusion.arguments, *QUIET])
+
+
+def demo_specs(opts: DemoOptions, bag: Path, agents: list[tuple[str, str]], frames: int,
+               record: Path) -> list[NodeSpec]:
+    """The demo graph's nodes plus the ego-only fusion node and the recorder."""
+    wait_for = sum(sensor_subscriptions(m) for _, m in agents) + 2  # + recorder: gt, ego pose
+    specs = load_graph(GRAPH, {"bag": str(bag), "agents": format_agents(agents),
+                               "rate": opts.rate, "wait_for": wait_for, "backend": opts.backend,
+                               "profile": opts.profile, "model_dir": opts.model_dir})
+    fusion = next(s for s in specs if s.executable == "fusion_node")
+    fusion = dataclasses.replace(fusion, parameters={**fusion.parameters,
+                                                     "modality": agents[0][1]})
+    specs = [fusion if s.name == fusion.name else s for s in specs]
+    ego_only = _ego_only(fusion)
+    vehicles = [s for s in specs if s.executable == "vehicle_node"]
+    recorder = NodeSpec(
+        name="demo_recorder", executable="demo_recorder", package="codealign_ros",
+        module=RECORDER_MODULE, parameters={
+            "out": str(record), "ego": agents[0][0], "frames": frames,
+            "timeout_s": float(opts.seconds), "codemap_publishers": len(agents),
+            "codemap_subscribers": 3,  # both fusion nodes and the recorder
+            "ego_only_detections": f"{EGO_ONLY_NS}/detections",
+            "ego_only_diagnostics": f"{EGO_ONLY_NS}/diagnostics",
+            "processing_topics": [f"/{v.name}/processing_time_ms" for v in vehicles],
+            "latency_topic": f"/{fusion.name}/latency_ms"})
+    player = [s for s in specs if s.executable == "bag_player"]
+    others = [s for s in specs if s.executable != "bag_player"]
+    return [recorder, *others, ego_only, *player]
+
+
+# -- run --------------------------------------------------------------------------------------
+def _domain(opts: DemoOptions) -> int:
+    return opts.domain_id if opts.domain_id is not None else 1 + os.getpid() % 100
+
+
+def graph_env(domain: int, out_dir: Path) -> dict[str, str]:
+    """Environment of the nodes: their own domain, discovery on this machine unless chosen
+    otherwise, and FASTDDS_PROFILE unless the user set a Fast DDS profiles file."""
+    env = {"ROS_DOMAIN_ID": str(domain), "ROS_AUTOMATIC_DISCOVERY_RANGE":
+           os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")}
+    if not os.environ.get(PROFILES_ENV):
+        path = out_dir / "fastdds.xml"
+        path.write_text(FASTDDS_PROFILE)
+        env[PROFILES_ENV] = str(path.resolve())
+    return env
+
+
+def run_graph(specs: list[NodeSpec], env: dict[str, str]) -> int:
+    """Run the nodes with the embedded launcher; the launcher's exit code."""
+    from codealign_ros.nodes.launcher import run_specs
+
+    return run_specs(specs, env)
+
+
+def run_demo(opts: DemoOptions) -> dict[str, Any]:
+    """Scene -> graph -> summary (+ picture); returns the summary (also in summary.json)."""
+    from codealign_ros.demo.scene import SceneSpec, read_truth, scene_bag
+    from codealign_ros.demo.summary import load_record, summarize
+    from codealign_ros.models.profile import load_profile
+
+    if opts.frames < 2 or opts.rate <= 0:
+        raise DemoError("--frames must be >= 2 and --rate > 0")
+    started = time.monotonic()
+    bag = scene_bag(SceneSpec(opts.seed, opts.frames + TAIL_FRAMES), opts.data_dir)
+    agents = demo_agents(bag, opts.modalities)
+    check_models(opts.model_dir, opts.profile, agents)
+    opts.out_dir.mkdir(parents=True, exist_ok=True)
+    record = opts.out_dir / "record.jsonl"
+    specs = demo_specs(opts, bag, agents, opts.frames, record)
+    domain = _domain(opts)
+    print(f"demo: {len(specs)} nodes in ROS_DOMAIN_ID {domain}; agents "
+          f"{format_agents(agents)}; bag {bag} at rate {opts.rate}", flush=True)
+    code = run_graph(specs, graph_env(domain, opts.out_dir))
+    records = load_record(record) if record.is_file() else []
+    kinds = {r["kind"] for r in records}
+    if "ready" not in kinds:
+        why = f"within --seconds {opts.seconds}" if "timeout" in kinds else \
+            f"(launcher exit code {code})"
+        raise DemoError(f"the graph did not come up {why}; see the node output above")
+    truth = read_truth(bag, [a for a, _ in agents])
+    stamps = truth.stamps[:opts.frames]
+    profile = load_profile(opts.profile)
+    summary = {"scene": {"bag": str(bag), "seed": opts.seed, "frames": opts.frames,
+                         "tail_frames": TAIL_FRAMES},
+               "agents": dict(agents), "ego": agents[0][0], "rate": opts.rate,
+               "domain_id": domain, "launcher_exit_code": code,
+               "ended_by": "recorder" if "done" in kinds else "timeout" if "timeout" in kinds
+               else "graph exit",
+               **summarize(records, truth, agents[0][0], dict(agents), stamps, profile),
+               "wall_s": round(time.monotonic() - started, 1)}
+    picture = opts.picture or opts.out_dir / "demo_bev.png"
+    summary["picture"] = str(draw_picture(picture, records, truth, bag, agents, stamps,
+                                          profile, summary))
+    (opts.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+# -- picture ----------------------------------------------------------------------------------
+def _covered(boxes: np.ndarray, gt: np.ndarray, iou: float = 0.5) -> int:
+    from codealign_ros.core.metrics import bev_iou_matrix
+
+    if not len(boxes) or not len(gt):
+        return 0
+    return int((bev_iou_matrix(gt, boxes).max(axis=1) >= iou).sum())
+
+
+def _top(rec: dict[str, Any], k: int = PICTURE_TOP) -> np.ndarray:
+    """The k highest-scored boxes of a detections record."""
+    order = np.argsort(-np.asarray(rec["scores"], np.float64), kind="stable")[:k]
+    return np.asarray(rec["boxes"], np.float64).reshape(-1, 7)[order]
+
+
+def pick_frame(records: list[dict[str, Any]], truth: Any, ego: str, stamps: list[int],
+               profile: Any) -> int | None:
+    """The evaluated frame where fusion's best-scored boxes find the most ground truth the
+    ego's alone miss."""
+    from codealign_ros.demo.summary import detections_by_stamp
+
+    fused, alone = (detections_by_stamp(records, s) for s in ("fused", "ego_only"))
+    both = [s for s in stamps if s in fused and s in alone]
+    if not both:
+        return None
+
+    def gain(stamp: int) -> tuple[int, int, int]:
+        gt = truth.ego_gt(ego, stamp, profile)
+        f, e = (_top(d[stamp]) for d in (fused, alone))
+        return _covered(f, gt) - _covered(e, gt), len(gt), -abs(both.index(stamp)
+                                                                - len(both) // 2)
+    return max(both, key=gain)
+
+
+def draw_picture(path: Path, records: list[dict[str, Any]], truth: Any, bag: Path,
+                 agents: list[tuple[str, str]], stamps: list[int], profile: Any,
+                 summary: dict[str, Any]) -> Path | None:
+    """The BEV picture of `pick_frame`; None when no frame has both detection sources."""
+    from codealign_ros.demo.bev_picture import AgentMark, draw_bev
+    from codealign_ros.demo.scene import read_points
+    from codealign_ros.demo.summary import detections_by_stamp
+
+    ego = agents[0][0]
+    stamp = pick_frame(records, truth, ego, stamps, profile)
+    if stamp is None:
+        return None
+    marks = []
+    for i, (agent, modality) in enumerate(agents):
+        pose = truth.in_ego_frame(ego, agent, stamp)
+        desc = lookup("modalities", "modalities", modality).get("description", "")
+        marks.append(AgentMark(agent, f"{agent}{' (ego)' if i == 0 else ''}: {modality} ({desc})",
+                               float(pose[0, 3]), float(pose[1, 3]),
+                               float(np.arctan2(pose[1, 0], pose[0, 0])), i == 0))
+    fused, alone = (_top(detections_by_stamp(records, s)[stamp]) for s in ("fused", "ego_only"))
+    counts = {s: len(detections_by_stamp(records, s)[stamp]["boxes"])
+              for s in ("fused", "ego_only")}
+    r = profile.lidar_range
+    ap = summary["ap"]
+    lines = [f"AP30 / AP50 over {summary['frames']['evaluated']} frames: fused "
+             f"{ap['fused']['ap30']:.3f} / {ap['fused']['ap50']:.3f}, ego-only "
+             f"{ap['ego_only']['ap30']:.3f} / {ap['ego_only']['ap50']:.3f}; "
+             f"CodeMap {summary['codemap_bytes'].get('raw', 0):.0f} B raw, "
+             f"{summary['codemap_bytes'].get('coded', 0):.0f} B coded"]
+    title = (f"CodeAlign demo, frame {stamps.index(stamp) + 1}/{len(stamps)}, ego frame: the "
+             f"{PICTURE_TOP} best-scored of {counts['fused']} fused / {counts['ego_only']} "
+             f"ego-only boxes")
+    return draw_bev(path, read_points(bag, ego, stamp), truth.ego_gt(ego, stamp, profile),
+                    fused, alone, marks, (r[0], r[1], r[3], r[4]), title, lines)
+
+
+# -- command line ----------------------------------------------------------------------------
+def _nonzero_drops(drops: dict[str, Any]) -> str:
+    parts = [f"{node}: {reasons}" for node, entry in drops["nodes"].items()
+             for reasons in [{k: v for key in ("drops", "sync_dropped", "skipped")
+                              for k, v in entry.get(key, {}).items()}] if reasons]
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    """Human-readable lines of a summary."""
+    f, ap, cb, lat = s["frames"], s["ap"], s["codemap_bytes"], s["latency_ms"]
+    e2e, fus = lat["end_to_end"], lat["fusion"]
+    lines = [
+        "demo summary",
+        f"  agents     {', '.join(f'{a}:{m}' for a, m in s['agents'].items())} (ego {s['ego']})",
+        f"  frames     {f['evaluated']} evaluated of {f['evaluated_span']} (played "
+        f"{f['played']}, fused {f['fused']}, ego-only {f['ego_only']}); rate {s['rate']}x; "
+        f"agents fused: " + ", ".join(f"{n} in {c} frames" for n, c in s["agents_fused"].items()),
+        f"  AP         ego-only  AP30 {ap['ego_only']['ap30']:.3f}  AP50 "
+        f"{ap['ego_only']['ap50']:.3f}  AP70 {ap['ego_only']['ap70']:.3f}",
+        f"             fused     AP30 {ap['fused']['ap30']:.3f}  AP50 {ap['fused']['ap50']:.3f}"
+        f"  AP70 {ap['fused']['ap70']:.3f}",
+        f"  CodeMap    {cb.get('height')} x {cb.get('width')} x {cb.get('bits')} bit: raw "
+        f"{cb.get('raw')} B, coded ({cb.get('encoding')}) {cb.get('coded')} B per map "
+        f"(dense float32 features: {cb.get('dense_float32')} B); {cb.get('maps')} maps",
+        f"  latency    end-to-end p50 {e2e['p50']} ms, p95 {e2e['p95']} ms (ego sensor "
+        f"publish -> fused detections); fusion p50 {fus['p50']} ms",
+        f"  drops      {s['drops']['total']} by the nodes{_nonzero_drops(s['drops'])}; code maps "
+        f"missing {sum(s['drops']['maps_missing'].values())}",
+        f"  picture    {s['picture']}",
+        f"  wall time  {s['wall_s']} s (ended by {s['ended_by']}; launcher exit code "
+        f"{s['launcher_exit_code']})"]
+    return "\n".join(lines)
+
+
+def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `codealign demo`."""
+    parser.add_argument("--frames", type=int, default=DEFAULT_FRAMES,
+                        help=f"evaluated 10 Hz frames of the scene (default {DEFAULT_FRAMES})")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                        help=f"scene generator seed (default {DEFAULT_SEED})")
+    parser.add_argument("--rate", type=float, default=DEFAULT_RATE,
+                        help=f"bag playback speed factor (default {DEFAULT_RATE}: no frame "
+                             f"drops on 2 CPU cores)")
+    parser.add_argument("--modalities", default="",
+                        help="modality per bag agent, ego first, e.g. m1,m5,m2 (default: "
+                             "config/modalities.yaml assignment)")
+    parser.add_argument("--model-dir", default="models/mini", help="trained weights")
+    parser.add_argument("--backend", default="auto", help="inference backend of every node")
+    parser.add_argument("--out", type=Path, default=Path("out/demo"),
+                        help="record, summary.json and picture go here (default out/demo)")
+    parser.add_argument("--picture", type=Path, default=None,
+                        help="BEV picture path (default <out>/demo_bev.png)")
+    parser.add_argument("--seconds", type=float, default=600.0,
+                        help="stop the graph after this long in any case (default 600)")
+    parser.add_argument("--domain-id", type=int, default=None,
+                        help="ROS_DOMAIN_ID of the demo graph (default: one derived from the "
+                             "process id)")
+
+
+def run_demo_cli(args: argparse.Namespace) -> int:
+    """`codealign demo`: 0 when detections came through, 1 otherwise."""
+    opts = DemoOptions(frames=args.frames, seed=args.seed, rate=args.rate,
+                       modalities=args.modalities, model_dir=args.model_dir,
+                       backend=args.backend, out_dir=args.out, picture=args.picture,
+                       domain_id=args.domain_id, seconds=args.seconds)
+    try:
+        summary = run_demo(opts)
+    except (DemoError, ValueError) as err:
+        print(f"demo: error: {err}", file=sys.stderr)
+        return 1
+    print(format_summary(summary))
+    print(f"demo: summary written to {opts.out_dir / 'summary.json'}")
+    return 0 if summary["frames"]["fused"] else 1

@@ -1,0 +1,200 @@
+"""The demo graph (issue #5, point 8): launched by the embedded launcher on a short generated bag.
+
+The ROS-free summary and picture are checked on a hand-made record first. Then one run of
+`codealign_ros.demo.runner.run_demo` (the code behind `make demo`) with fewer frames:
+bag player -> vehicle nodes (ego m1 LiDAR, m4 camera vehicle, m2 road-side unit) -> fusion on
+the ego, plus the ego-only fusion node and the recorder, as separate processes over DDS with
+the shipped mini weights. Checks: detections arrive for the frames, every agent's code maps
+arrive, fusing the peers beats the ego alone on this scene, raw CodeMap bytes equal
+height x width x bits / 8 of the profile grid, and the summary and picture are written.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from codealign_ros.demo.bev_picture import AgentMark, draw_bev
+from codealign_ros.config import topic
+from codealign_ros.demo.runner import (EGO_ONLY_NS, DemoError, DemoOptions, check_models,
+                                       demo_specs, run_demo)
+from codealign_ros.demo.scene import BagTruth
+from codealign_ros.demo.summary import load_record, summarize
+from codealign_ros.models.profile import load_profile
+
+REPO = Path(__file__).resolve().parents[1]
+FRAMES = 10
+SEED = 191  # a scene where the road-side unit and the other vehicle see what the ego misses
+RATE = 0.05
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
+    """One short demo run in its own ROS domain (chosen as conftest's `ros_domain` does; a
+    module fixture, so the graph runs once for all checks)."""
+    import hashlib
+    import os
+
+    out = tmp_path_factory.mktemp("demo")
+    domain = 1 + int(hashlib.sha256(f"{os.getpid()}:demo".encode()).hexdigest(), 16) % 100
+    opts = DemoOptions(frames=FRAMES, seed=SEED, rate=RATE, model_dir=str(REPO / "models/mini"),
+                       data_dir=REPO / "data/demo", out_dir=out, domain_id=domain,
+                       seconds=150.0)
+    return run_demo(opts), out
+
+
+@pytest.mark.dds
+def test_detections_arrive_for_the_frames(demo_run: tuple[dict[str, Any], Path]) -> None:
+    summary, _ = demo_run
+    frames = summary["frames"]
+    assert frames["played"] >= FRAMES
+    assert frames["fused"] >= FRAMES - 1 and frames["ego_only"] >= FRAMES - 1, frames
+    assert frames["evaluated"] >= FRAMES - 1, frames
+    assert summary["boxes_per_frame"]["fused"] > 0
+    # three agents of three modalities; the peers' maps reach the fusion
+    assert sorted(summary["agents"].values()) == ["m1", "m2", "m4"]
+    assert max(summary["agents_fused"], key=int) == len(summary["agents"]), summary
+
+
+@pytest.mark.dds
+def test_fused_beats_ego_only(demo_run: tuple[dict[str, Any], Path]) -> None:
+    summary, _ = demo_run
+    ap = summary["ap"]
+    assert ap["fused"]["ap50"] > ap["ego_only"]["ap50"], ap
+    assert ap["fused"]["ap30"] >= ap["ego_only"]["ap30"], ap
+
+
+@pytest.mark.dds
+def test_raw_codemap_bytes_are_height_width_bits(demo_run: tuple[dict[str, Any], Path]) -> None:
+    summary, out = demo_run
+    profile = load_profile("mini")
+    grid, bits = profile.grid, int(math.log2(profile.num_codes))
+    maps = [r for r in load_record(out / "record.jsonl") if r["kind"] == "codemap"]
+    assert {r["agent"] for r in maps} == set(summary["agents"])
+    for rec in maps:
+        assert "error" not in rec, rec
+        assert (rec["height"], rec["width"], rec["bits"]) == (grid.height, grid.width, bits)
+        assert rec["raw_bytes"] == grid.height * grid.width * bits // 8
+        assert 0 < rec["coded_bytes"] <= rec["raw_bytes"] + 64  # entropy-coded payload
+    assert summary["codemap_bytes"]["raw"] == grid.height * grid.width * bits / 8
+
+
+@pytest.mark.dds
+def test_summary_and_picture_are_written(demo_run: tuple[dict[str, Any], Path]) -> None:
+    summary, out = demo_run
+    assert json.loads((out / "summary.json").read_text())["ap"] == summary["ap"]
+    assert summary["latency_ms"]["end_to_end"]["p50"] is not None
+    picture = Path(summary["picture"])
+    assert picture.is_file() and picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# -- ROS-free parts on a hand-made record ---------------------------------------------------
+def _truth() -> BagTruth:
+    """Two frames; the ego at the origin, a peer 10 m ahead; three cars in the world."""
+    gt = np.array([[8.0, 3.0, 0.8, 4.0, 1.8, 1.6, 0.0], [-12.0, -4.0, 0.8, 4.0, 1.8, 1.6, 0.3],
+                   [15.0, 10.0, 0.8, 4.5, 2.0, 1.7, 1.2]])
+    stamps = [1_000_000_000, 1_100_000_000]
+    peer = np.eye(4)
+    peer[0, 3] = 10.0
+    return BagTruth(stamps, {s: gt for s in stamps},
+                    {"cav_1": {s: np.eye(4) for s in stamps}, "rsu_1": {s: peer for s in stamps}})
+
+
+def _record(truth: BagTruth) -> list[dict[str, Any]]:
+    gt = truth.gt_world[truth.stamps[0]].round(4).tolist()
+    recs: list[dict[str, Any]] = [{"kind": "ready", "t": 0.0}]
+    for i, stamp in enumerate(truth.stamps):
+        recs.append({"kind": "detections", "source": "fused", "stamp": stamp, "boxes": gt,
+                     "scores": [0.9, 0.8, 0.7], "agents": ["cav_1", "rsu_1"], "e2e_ms": 100.0 + i})
+        recs.append({"kind": "detections", "source": "ego_only", "stamp": stamp,
+                     "boxes": gt[:1] + [[0.0, 20.0, 0.8, 4.0, 1.8, 1.6, 0.0]],
+                     "scores": [0.9, 0.95], "agents": ["cav_1"], "e2e_ms": 90.0})
+        for agent in ("cav_1", "rsu_1")[: 2 - i]:  # rsu_1's second map is missing
+            recs.append({"kind": "codemap", "agent": agent, "modality": "m1", "space": "g1",
+                         "stamp": stamp, "bits": 4, "height": 64, "width": 64,
+                         "coded_bytes": 300, "raw_bytes": 2048, "encoding": "zstd"})
+    recs.append({"kind": "diagnostics", "source": "main", "name": "codealign vehicle rsu_1",
+                 "hardware_id": "rsu_1", "level": 1, "message": "",
+                 "values": {"frames": "1", "published": "1", "drop_empty_cloud": "2",
+                            "sync_dropped": "{'unmatched': 1}"}})
+    recs.append({"kind": "diagnostics", "source": "main", "name": "codealign fusion cav_1",
+                 "hardware_id": "cav_1", "level": 0, "message": "OK",
+                 "values": {"fused": "2", "drop_stale": "3", "skipped_out_of_range": "1",
+                            "total_ms": "12.5"}})
+    return recs
+
+
+def test_summary_of_a_record() -> None:
+    truth = _truth()
+    profile = load_profile("mini")
+    summary = summarize(_record(truth), truth, "cav_1", {"cav_1": "m1", "rsu_1": "m2"},
+                        truth.stamps, profile)
+    assert summary["frames"] == {"evaluated_span": 2, "played": 0, "ego_only": 2, "fused": 2,
+                                 "evaluated": 2}
+    # every GT box inside the mini range found by the fused source; one of two by the ego
+    inside = len(truth.ego_gt("cav_1", truth.stamps[0], profile))
+    assert inside == 3
+    assert summary["ap"]["fused"] == {"ap30": 1.0, "ap50": 1.0, "ap70": 1.0}
+    assert summary["ap"]["ego_only"]["ap50"] < 1.0 / 3 + 1e-6
+    assert summary["agents_fused"] == {2: 2}
+    assert summary["codemap_bytes"]["raw"] == 2048 and summary["codemap_bytes"]["coded"] == 300
+    assert summary["latency_ms"]["end_to_end"]["p50"] == 100.5
+    drops = summary["drops"]
+    assert drops["maps_missing"] == {"cav_1": 0, "rsu_1": 1}
+    assert drops["nodes"]["codealign vehicle rsu_1"]["drops"] == {"empty_cloud": 2}
+    assert drops["nodes"]["codealign vehicle rsu_1"]["sync_dropped"] == {"unmatched": 1}
+    assert drops["nodes"]["codealign fusion cav_1"]["skipped"] == {"out_of_range": 1}
+    assert drops["total"] == 6
+
+
+def test_bev_picture_draws_every_layer(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from codealign_ros.demo import bev_picture as bp
+
+    truth = _truth()
+    gt = truth.ego_gt("cav_1", truth.stamps[0], load_profile("mini"))
+    points = np.random.default_rng(0).uniform(-20, 20, (500, 4)).astype(np.float32)
+    marks = [AgentMark("cav_1", "cav_1 (ego): m1", 0.0, 0.0, 0.0, True),
+             AgentMark("rsu_1", "rsu_1: m2", 60.0, 5.0, 1.0)]  # outside the view
+    path = draw_bev(tmp_path / "bev.png", points, gt, gt[:1] + 0.5, gt[1:], marks,
+                    (-25.6, -25.6, 25.6, 25.6), "title", ["line"])
+    pixels = np.asarray(Image.open(path).convert("RGB")).reshape(-1, 3)
+    for color in (bp.GT, bp.FUSED, bp.EGO_ONLY, bp.POINTS):
+        assert (pixels == color).all(axis=1).any(), color
+
+
+def test_graph_adds_an_ego_only_receiver_and_the_recorder(tmp_path: Path) -> None:
+    agents = [("cav_1", "m1"), ("cav_2", "m4"), ("rsu_1", "m2")]
+    specs = demo_specs(DemoOptions(rate=0.5), tmp_path / "bag", agents, 8,
+                       tmp_path / "record.jsonl")
+    by_name = {s.name: s for s in specs}
+    assert specs[0].name == "demo_recorder" and specs[-1].executable == "bag_player"
+    assert {"vehicle_cav_1", "vehicle_cav_2", "vehicle_rsu_1"} <= set(by_name)
+    fused, alone = by_name["fusion_cav_1"], by_name["fusion_cav_1_ego_only"]
+    assert fused.parameters["modality"] == alone.parameters["modality"] == "m1"
+    assert alone.parameters["comm_range_m"] == 0.0 and "comm_range_m" not in fused.parameters
+    remapped = dict(alone.remappings)
+    assert remapped[topic("detections")] == f"{EGO_ONLY_NS}/detections"
+    assert remapped[topic("diagnostics")] == f"{EGO_ONLY_NS}/diagnostics"
+    assert not fused.remappings
+    # the player starts once every vehicle's sensor subscriptions (2 + 9 + 2) and the
+    # recorder's two (gt, ego pose) matched
+    player = specs[-1].arguments
+    assert player[player.index("--wait-for-subscribers") + 1] == "15"
+    assert player[player.index("--rate") + 1] == "0.5"
+    assert specs[0].parameters["processing_topics"] == [
+        "/vehicle_cav_1/processing_time_ms", "/vehicle_cav_2/processing_time_ms",
+        "/vehicle_rsu_1/processing_time_ms"]
+
+
+def test_missing_weights_are_named(tmp_path: Path) -> None:
+    with pytest.raises(DemoError) as err:
+        check_models(str(tmp_path), "mini", [("cav_1", "m1"), ("rsu_1", "m2")])
+    for name in ("base_m1.pt", "base_m2.pt", "codespace_g1.pt", "codespace_g2.pt", "uct_g2.pt"):
+        assert name in str(err.value)
+    assert "uct_g1.pt" not in str(err.value)
