@@ -5,6 +5,7 @@ import json
 import logging
 import random
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -55,7 +56,10 @@ def _resume(path: Path, modules: dict[str, nn.Module], optim: torch.optim.Optimi
     for name, module in modules.items():
         module.load_state_dict(state["modules"][name])
     optim.load_state_dict(state["optim"])
-    sched.load_state_dict(state["sched"])
+    with warnings.catch_warnings():  # replay the schedule (the run may have been extended)
+        warnings.simplefilter("ignore")
+        for _ in range(min(int(state["step"]), sched.total_steps - 1)):
+            sched.step()
     torch.set_rng_state(state["rng"]["torch"])
     np.random.set_state(state["rng"]["numpy"])
     random.setstate(state["rng"]["python"])
@@ -77,7 +81,7 @@ def fit(name: str, modules: dict[str, nn.Module], params: list[nn.Parameter] | l
                              weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         optim, max_lr=[cfg.lr * g.get("lr_scale", 1.0) for g in groups],
-        total_steps=max(cfg.steps, 1), pct_start=0.1)
+        total_steps=max(cfg.steps, 1), pct_start=max(0.1, 2.5 / max(cfg.steps, 1)))
     flat = [p for g in groups for p in g["params"]]
     start, history = 0, []
     if checkpoint is not None and checkpoint.exists():
@@ -96,7 +100,8 @@ def fit(name: str, modules: dict[str, nn.Module], params: list[nn.Parameter] | l
         loss.backward()
         torch.nn.utils.clip_grad_norm_(flat, cfg.grad_clip)
         optim.step()
-        sched.step()
+        if step < sched.total_steps - 1:
+            sched.step()
         history.append({"step": step, "loss": float(loss.detach()), **parts,
                         "seconds": time.perf_counter() - t0})
         bar.update(1)
