@@ -22,7 +22,9 @@ demo: setup  ## run the main demo on the embedded default
 
 bench: setup  ## benchmarks; results in benchmarks/results/ (see README)
 	$(RUN) python benchmarks/bench_data.py
-	$(RUN) python benchmarks/bench_models.py --profile mini
+	$(RUN) python benchmarks/bench_models.py --profile mini --threads 1
+	$(RUN) codealign demo --frames 20 --out out/bench-demo  # achieved rate, latency, bytes of the graph
+	cp out/bench-demo/summary.json benchmarks/results/demo_graph.json
 
 data: setup  ## generate the mini-V2X dataset into data/mini-v2x (cached)
 	$(RUN) bash tools/make_data.sh data/mini-v2x

@@ -23,7 +23,8 @@ from codealign_ros.ros.runner import run_node
 from codealign_msgs.msg import CodeMap as CodeMapMsg
 
 DISTINCT_MAPS = 8  # maps are precomputed and cycled
-SETTLE_S = 0.5  # after a reader matched, let its side of discovery finish (best effort QoS)
+SETTLE_S = 1.5  # after a reader matched, let its side of discovery finish (best effort QoS;
+#                 0.5 s lost the first maps on a loaded 2-core machine)
 
 
 def synthetic_codebook_hash(code_space: str, bits: int, dims: int = 64) -> str:
