@@ -22,6 +22,11 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RuntimeError:
+        # A signal can land while the executor takes a message: rclpy then raises a bare
+        # RuntimeError from the torn-down handle. Only a shutdown in progress excuses it.
+        if rclpy.ok():
+            raise
     finally:
         if node is not None:
             finish = getattr(node, "on_shutdown", None)
