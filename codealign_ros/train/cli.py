@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -229,11 +230,14 @@ def _train(args: argparse.Namespace, accel: "Accel") -> int:
     scenarios = _scenarios(Path(args.data), args.split)
     split = isolation_split(scenarios, groups(), 0.0, args.seed)["train"]
     LOG.info("isolated training split: %s", json.dumps(split))
-    LOG.info("training on %s, batch %d per process, %d DataLoader workers", accel.describe(),
-             args.batch, args.workers)
+    if args.workers < 0:
+        args.workers = 0 if not accel.cuda else max(1, min(8, (os.cpu_count() or 2)
+                                                           // accel.world - 1))
     frames: dict[str, list] = {}
     data = stages.StageData(profile, frames, batch_size=args.batch, seed=args.seed,
                             max_agents=args.max_agents, workers=args.workers, accel=accel)
+    LOG.info("training on %s, batch %d per process, %d DataLoader workers", accel.describe(),
+             args.batch, args.workers)
     store = ModelStore(out, profile)
     only = set(args.only.split(",")) if args.only else None
     val = _validation_frames(args) if accel.main else []
@@ -336,8 +340,10 @@ def add_train_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--amp", action="store_true",
                    help="mixed precision on CUDA (bf16 autocast, else fp16 + grad scaler); "
                         "ignored on the CPU")
-    p.add_argument("--workers", type=int, default=2,
-                   help="DataLoader worker processes building batches (0: in the trainer)")
+    p.add_argument("--workers", type=int, default=-1,
+                   help="DataLoader worker processes building batches (0: in the trainer; "
+                        "default: 0 on the CPU, where the trainer needs the cores, else "
+                        "up to 8 per GPU process)")
     p.add_argument("--logdir", type=Path,
                    help="TensorBoard root, one run per component (default: OUT/runs)")
     p.add_argument("--val-split", default="validate",

@@ -108,7 +108,7 @@ def fit(name: str, modules: dict[str, nn.Module], params: list[nn.Parameter] | l
                              weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         optim, max_lr=[cfg.lr * g.get("lr_scale", 1.0) for g in groups],
-        total_steps=max(cfg.steps, 1), pct_start=max(0.1, 2.5 / max(cfg.steps, 1)))
+        total_steps=max(cfg.steps, 1), pct_start=min(0.9, max(0.1, 2.5 / max(cfg.steps, 1))))
     scaler = torch.amp.GradScaler("cuda", enabled=accel.amp_dtype == torch.float16)
     flat = [p for g in groups for p in g["params"]]
     start, history = 0, []
@@ -151,6 +151,8 @@ def fit(name: str, modules: dict[str, nn.Module], params: list[nn.Parameter] | l
         t2 = time.perf_counter()
         history.append({"step": step, "loss": float(loss.detach()), **parts,
                         "seconds": t2 - t0, "data_seconds": t1 - t0})
+        if accel.cuda:
+            history[-1]["gpu_peak_mb"] = torch.cuda.max_memory_allocated(accel.device) / 2**20
         log.scalars(step, {"loss/total": history[-1]["loss"], **{f"loss/{k}": v for k, v in
                                                                  parts.items()},
                            "lr": lr, "time/step_s": t2 - t0, "time/data_s": t1 - t0})

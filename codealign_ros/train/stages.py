@@ -70,6 +70,7 @@ class StageData:
     max_agents: int = 2  # agents per training sample (ego + nearest peers): cost vs context
     workers: int = 0  # DataLoader worker processes (0: batches built in the training process)
     accel: Accel = field(default_factory=Accel)
+    feature_budget: float = 4e9  # bytes of cached frozen-encoder features (then recomputed)
     features: dict[tuple[str, str, str], Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -106,8 +107,12 @@ def encode_frozen(data: StageData, encoders: dict[str, nn.Module], batch: Batch)
             sel = [pos.index(i) for i in idx]
             inputs = _select_inputs(batch.inputs[m], sel, m, data)
             feats = encoders[m](**inputs)
+            room = len(data.features) * feats[0].nelement() * feats.element_size() \
+                < data.feature_budget
             for j, i in enumerate(idx):
-                rows[i] = data.features.setdefault(keys[i], feats[j:j + 1].clone())
+                rows[i] = feats[j:j + 1].clone()
+                if room:
+                    data.features[keys[i]] = rows[i]
     return torch.cat(rows, 0)  # type: ignore[arg-type]
 
 
