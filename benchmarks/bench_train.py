@@ -75,6 +75,7 @@ def measure(args: argparse.Namespace, data_root: Path, workers: int) -> dict[str
     waiting = sum(h.get("data_seconds", 0.0) for h in timed)
     accel = kw.get("accel")
     return {"tree": str(Path(stages.__file__).resolve().parents[2]),
+            "loop": "DataLoader" if accel else "inline (batches built in the step)",
             "profile": args.profile, "modality": args.modality,
             "device": str(accel.device) if accel else "cpu",
             "amp": str(accel.amp_dtype) if accel and accel.amp_dtype else "off",
@@ -87,7 +88,7 @@ def measure(args: argparse.Namespace, data_root: Path, workers: int) -> dict[str
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    cols = ["profile", "modality", "device", "amp", "workers", "batch", "timed_steps",
+    cols = ["loop", "profile", "modality", "device", "amp", "workers", "batch", "timed_steps",
             "steps_per_s", "data_wait_share", "gpu_peak_mb"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(r.get(c)) for c in cols) + " |" for r in rows]

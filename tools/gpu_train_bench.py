@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.tiny:
         args.big_profile, args.mini_steps, args.steps = "mini", 2, min(args.steps, 4)
         args.cpu_steps, args.warmup, args.workers = min(args.cpu_steps, 4), 1, 1
+        args.cpu_threads = 1
     args.out.mkdir(parents=True, exist_ok=True)
     run, data = Runner(args.out), args.work / "data"
     if args.tiny:
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         "mini": {"wall_s": round(wall, 1), "ap": " / ".join(
             f"{100 * res_ev[k]:.1f}" for k in ("ap30", "ap50", "ap70"))}}
     res["device_rows"] = big_profile(run, args, data, args.work, args.device, args.steps)
-    res["cpu_rows"] = {} if args.skip_cpu or (args.device == "cpu" and not args.tiny) else \
+    res["cpu_rows"] = {} if args.skip_cpu or args.device == "cpu" else \
         big_profile(run, args, data, args.work, "cpu", args.cpu_steps)
     (args.out / "gpu_train.json").write_text(json.dumps(res, indent=2) + "\n")
     (args.out / "gpu_train.md").write_text(markdown(res))
