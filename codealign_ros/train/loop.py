@@ -121,6 +121,8 @@ def fit(name: str, modules: dict[str, nn.Module], params: list[nn.Parameter] | l
     if accel.distributed:
         from torch.nn.parallel import DistributedDataParallel
 
+        # channels-last conv weight grads vs contiguous buckets: a copy, not an error
+        warnings.filterwarnings("ignore", "Grad strides do not match bucket view strides")
         runner = DistributedDataParallel(runner, device_ids=[accel.device.index]
                                          if accel.cuda else None, find_unused_parameters=True)
     log = RunLog(run_dir(Path(cfg.logdir), checkpoint.stem if checkpoint else name)
