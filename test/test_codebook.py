@@ -177,12 +177,12 @@ def test_revival_fires_in_a_short_run_and_revived_codes_serve_new_data() -> None
     cb.train()
     x = new.T.reshape(1, 8, 40, 40)
     fired_at, before = None, cb.quantisation_error(new)
-    for step in range(30):  # a short run: codes the new data never picks must die in it
+    for step in range(60):  # a short run: codes the new data never picks must die in it
         _, idx, _ = cb(x)
         if len(cb.dead_codes()) >= 12:
             fired_at = step
             break
-    assert fired_at is not None and fired_at < 25, "dead codes not detected within 25 steps"
+    assert fired_at is not None and fired_at < 50, "dead codes not detected within 50 steps"
     assert len(idx.unique()) <= 4
     revived = cb.revive_dead_codes(x, generator=torch.Generator().manual_seed(2))
     assert revived >= 12 and len(cb.dead_codes()) == 0
@@ -199,3 +199,17 @@ def test_state_dict_keys_unchanged() -> None:
     other = Codebook(16, 32, usage_decay=0.99, dead_fraction=0.5)
     other.load_state_dict(cb.state_dict())
     assert torch.equal(other.codes, cb.codes)
+
+
+def test_rarely_used_code_is_not_dead() -> None:
+    """A code serving 0.5 % of the cells (a rare foreground feature) survives revival."""
+    cb = Codebook(4, 2).train()
+    with torch.no_grad():
+        cb.codes.copy_(torch.tensor([[0.0, 0.0], [10.0, 10.0], [50.0, -50.0], [-50.0, 50.0]]))
+    x = torch.zeros(1, 2, 20, 40)
+    x[..., 0, :4] = 10.0  # 4 of 800 cells
+    for _ in range(100):
+        cb(x)
+    assert cb.dead_codes().tolist() == [2, 3]
+    assert cb.revive_dead_codes(x) == 2
+    torch.testing.assert_close(cb.codes[1], torch.tensor([10.0, 10.0]))

@@ -23,16 +23,17 @@ class Codebook(nn.Module):
     ``usage`` (a buffer, saved with the weights) is an exponential moving average, with decay
     ``usage_decay`` per training forward, of each code's share of the cells assigned to it.
     A code is *dead* when its usage falls below ``dead_fraction / num_codes`` (a fraction of a
-    uniform share); with the default decay 0.9 an unused code is dead after
-    ``ln(dead_fraction) / ln(0.9)`` = 22 training steps (0.1), so revival can fire within a
-    short run. ``kmeans_init`` initialises the codes from features (k-means++ + Lloyd),
+    uniform share: 0.01 of 1/16 is 0.06 % of the cells, below what even a code kept for rare
+    foreground cells gets); an unused code starting from a uniform share is dead after
+    ``ln(dead_fraction) / ln(usage_decay)`` = 44 training steps with the defaults, so revival
+    fires within a short run. ``kmeans_init`` initialises the codes from features (k-means++ + Lloyd),
     ``revive_dead_codes`` re-seeds dead codes from the features they would help most.
     """
 
     usage: Tensor
 
     def __init__(self, num_codes: int = 16, dim: int = 64, usage_decay: float = 0.9,
-                 dead_fraction: float = 0.1) -> None:
+                 dead_fraction: float = 0.01) -> None:
         super().__init__()
         if not isinstance(num_codes, int) or not 2 <= num_codes <= 256 or num_codes & (num_codes - 1):
             raise ValueError(f"num_codes must be a power of two in 2..256, got {num_codes!r}")
