@@ -217,6 +217,7 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
     from codealign_ros.demo.animation import draw_animation
     from codealign_ros.demo.recording import read_clouds
     from codealign_ros.demo.scene import SceneSpec, read_truth, scene_bag
+    from codealign_ros.demo.viz_configs import write_configs
     from codealign_ros.demo.recording import load_recording
     from codealign_ros.demo.summary import summarize
     from codealign_ros.models.profile import load_profile
@@ -257,6 +258,7 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
                                           profile, summary))
     summary["animation"] = str(draw_animation(picture.with_suffix(".gif"), records, truth,
                                               clouds, agents, stamps, profile))
+    summary["viz_configs"] = [str(p) for p in write_configs(opts.out_dir, list(dict(agents)))]
     (opts.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
