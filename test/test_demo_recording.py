@@ -27,7 +27,6 @@ REPO = Path(__file__).resolve().parents[1]
 FRAMES = 6
 RATE = 0.05  # the demo's replay speed on 2 busy cores
 PERIOD_NS = int(1e9 / FRAME_RATE_HZ)
-pytestmark = pytest.mark.dds
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +69,7 @@ def _tf_buffer(recording: Path) -> tuple[TfBuffer, dict[str, list[int]]]:
     return buffer, stamps
 
 
+@pytest.mark.dds
 def test_every_frame_id_resolves_to_map(demo: tuple[dict[str, Any], Path]) -> None:
     summary, recording = demo
     buffer, tf_stamps = _tf_buffer(recording)
@@ -100,6 +100,7 @@ def test_every_frame_id_resolves_to_map(demo: tuple[dict[str, Any], Path]) -> No
     assert frames_of <= buffer.frames and frame("world") in buffer.frames
 
 
+@pytest.mark.dds
 def test_recording_decodes_with_mcap_readers(demo: tuple[dict[str, Any], Path]) -> None:
     """Foxglove's path: mcap + mcap_ros2 decode every message from the embedded schemas."""
     from mcap.reader import make_reader
@@ -125,6 +126,7 @@ def test_recording_decodes_with_mcap_readers(demo: tuple[dict[str, Any], Path]) 
     assert img.encoding == "rgb8" and len(img.data) == img.height * img.width * 3
 
 
+@pytest.mark.dds
 def test_summary_and_pictures_come_from_the_recording(demo: tuple[dict[str, Any], Path]
                                                       ) -> None:
     from PIL import Image
@@ -141,3 +143,57 @@ def test_summary_and_pictures_come_from_the_recording(demo: tuple[dict[str, Any]
     assert picture.format == "PNG" and animation.format == "GIF"
     assert animation.n_frames == summary["frames"]["fused"]  # every fused evaluated frame
     assert (Path(summary["recording"]).parent / "codealign.rviz").is_file()
+
+
+def test_writer_and_reader_round_trip(tmp_path: Path) -> None:
+    """Without DDS: events, detections (e2e from the ego pose's arrival) and a code map written
+    by RecordingWriter come back as the summary's records; a foreign directory is kept."""
+    from codealign_ros.core.codemap import CodeMap, Encoding, realistic_code_map
+    from codealign_ros.data.bag import typestore
+    from codealign_ros.demo.recording import RecordingWriter
+
+    store, path = typestore(), tmp_path / "recording"
+    t = store.types
+    header = t["std_msgs/msg/Header"](stamp=t["builtin_interfaces/msg/Time"](sec=3, nanosec=0),
+                                      frame_id="cav_1/lidar")
+    det = t["codealign_msgs/msg/Detection3D"](
+        center=t["geometry_msgs/msg/Point"](x=1.0, y=2.0, z=0.5),
+        size=t["geometry_msgs/msg/Vector3"](x=4.0, y=2.0, z=1.5), yaw=0.1, score=0.9,
+        class_name="car", contributing_agents=["cav_1", "rsu_1"])
+    dets = t["codealign_msgs/msg/Detection3DArray"](header=header, detections=[det])
+    pose = t["geometry_msgs/msg/PoseStamped"](header=header, pose=t["geometry_msgs/msg/Pose"](
+        position=t["geometry_msgs/msg/Point"](x=0.0, y=0.0, z=0.0),
+        orientation=t["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0)))
+    indices = realistic_code_map(8, 8, 4, seed=2)
+    code_map = CodeMap(indices=indices, bits=4, agent_id="rsu_1", modality="m2",
+                       code_space="g2", codebook_hash="0123456789abcdef", stamp_ns=3 * 10**9,
+                       frame_id="rsu_1/lidar", resolution=0.8, origin=(0.0, 0.0, 0.0),
+                       pose=GridPose())
+    writer = RecordingWriter(path)
+    writer.event("roles", ego="cav_1", agents=["cav_1", "rsu_1"],
+                 detections={"fused": topic("detections")},
+                 diagnostics={"main": topic("diagnostics")}, processing=[], latency="")
+    for name, typ, msg, t_ns in (
+            (topic("pose", agent="cav_1"), "geometry_msgs/msg/PoseStamped", pose, 10**9),
+            (topic("detections"), "codealign_msgs/msg/Detection3DArray", dets, 10**9 + 250e6)):
+        writer.write(name, typ, store.serialize_cdr(msg, typ), int(t_ns))
+    from rclpy.serialization import serialize_message  # no DDS: the message's own CDR
+
+    from codealign_ros.ros.codemap_msg import codemap_to_msg
+
+    raw = serialize_message(codemap_to_msg(code_map, Encoding.ZLIB))
+    writer.write(topic("codemap"), "codealign_msgs/msg/CodeMap", raw, 2 * 10**9)
+    writer.close()
+    records = load_recording(path)
+    by_kind = {r["kind"]: r for r in records}
+    assert by_kind["detections"]["e2e_ms"] == 250.0
+    assert by_kind["detections"]["agents"] == ["cav_1", "rsu_1"]
+    assert by_kind["detections"]["boxes"] == [[1.0, 2.0, 0.5, 4.0, 2.0, 1.5, 0.1]]
+    np.testing.assert_array_equal(by_kind["codemap"]["indices"], indices)
+    assert by_kind["codemap"]["raw_bytes"] == 32
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError):
+        RecordingWriter(other)
+    assert (other / "keep.txt").read_text() == "mine"

@@ -19,7 +19,7 @@ from codealign_ros.core.codemap_image import colorize
 
 PICTURE_TOP = 10  # boxes per source in the picture: the mini model's scores are flat (~0.1)
 FRAME_MS = 100  # 10 Hz, the datasets' frame rate
-GIF_SCALE = 0.6
+GIF_SCALE = 0.5
 
 
 def top_boxes(rec: dict[str, Any] | None, k: int = PICTURE_TOP) -> np.ndarray:
@@ -67,6 +67,24 @@ def frame_scene(records: list[dict[str, Any]], truth: Any, clouds: dict[int, np.
             "codemaps": codemap_tiles(records, stamp, agents)}
 
 
+def gif_palette() -> Any:
+    """A Pillow "P" image whose palette holds exactly the picture's colours (the BEV layers,
+    greys for text and the code palette): frames mapped onto it keep every colour true and
+    compress well."""
+    from PIL import Image
+
+    from codealign_ros.demo import bev_picture as bp
+    from codealign_ros.core.codemap_image import palette
+
+    colours = [bp.BACKGROUND, bp.POINTS, bp.GT, bp.FUSED, bp.EGO_ONLY, bp.AGENT, bp.GRID,
+               (255, 200, 0), *[(g, g, g) for g in (60, 100, 200, 230)],
+               *[tuple(int(v) for v in c) for c in palette(16)]]
+    flat = [v for c in colours for v in c]
+    image = Image.new("P", (1, 1))
+    image.putpalette(flat + flat[:3] * (256 - len(colours)))
+    return image
+
+
 def draw_animation(path: Path, records: list[dict[str, Any]], truth: Any,
                    clouds: dict[int, np.ndarray], agents: list[tuple[str, str]],
                    stamps: list[int], profile: Any, progress: bool = True) -> Path | None:
@@ -81,14 +99,15 @@ def draw_animation(path: Path, records: list[dict[str, Any]], truth: Any,
     shown = [s for s in stamps if s in fused]
     if not shown:
         return None
-    frames = []
+    frames, pal = [], gif_palette()
     for stamp in tqdm(shown, desc="animated BEV", unit="frame", disable=not progress):
         title = (f"CodeAlign demo, frame {stamps.index(stamp) + 1}/{len(stamps)} (ego frame): "
                  f"the {PICTURE_TOP} best-scored fused / ego-only boxes")
         image = render_bev(**frame_scene(records, truth, clouds, agents, stamp, profile),
                            title=title)
         size = (int(image.width * GIF_SCALE), int(image.height * GIF_SCALE))
-        frames.append(image.resize(size, Image.LANCZOS).quantize(colors=64))
+        frames.append(image.resize(size, Image.BOX).quantize(palette=pal,
+                                                            dither=Image.Dither.NONE))
     path.parent.mkdir(parents=True, exist_ok=True)
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=FRAME_MS, loop=0,
                    optimize=True)

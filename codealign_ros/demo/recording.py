@@ -49,7 +49,8 @@ def type_name(cls: type) -> str:
 
 
 class RecordingWriter:
-    """An MCAP rosbag2 written message by message (already serialized CDR)."""
+    """An MCAP rosbag2 written message by message (already serialized CDR). An existing
+    recording at `path` is replaced; another non-empty directory raises FileExistsError."""
 
     def __init__(self, path: Path | str) -> None:
         from rosbags.rosbag2 import StoragePlugin, Writer
@@ -57,7 +58,10 @@ class RecordingWriter:
         from codealign_ros.data.bag import offered_qos, typestore
 
         self.path, self.store, self._qos = Path(path), typestore(), offered_qos
-        shutil.rmtree(self.path, ignore_errors=True)
+        if self.path.exists():  # an earlier recording is replaced; anything else is kept
+            if not (self.path / "metadata.yaml").is_file() and any(self.path.iterdir()):
+                raise FileExistsError(f"{self.path} exists and is not a rosbag2 recording")
+            shutil.rmtree(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.writer = Writer(self.path, version=Writer.VERSION_LATEST,
                              storage_plugin=StoragePlugin.MCAP)
