@@ -45,6 +45,11 @@ if [[ ! -f install/.codealign-key || $(cat install/.codealign-key) != "$build_ke
     source "$VENV/bin/activate"
     export AMENT_PREFIX_PATH=$VENV CMAKE_PREFIX_PATH=$VENV
     rm -rf build/codealign_msgs build/codealign_ros build/tf2_msgs
+    if [[ $tf2_source == installed && -d install/share/tf2_msgs ]]; then
+        # our fallback from an earlier build would shadow the installed tf2_msgs: start afresh
+        say "removing the fallback tf2_msgs from install/ (an installed tf2_msgs exists now)"
+        rm -rf install
+    fi
     mkdir -p log
     if ! colcon --log-base log build --symlink-install --merge-install \
             --base-paths . "${packages[@]}" \
