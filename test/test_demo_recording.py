@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,7 +22,7 @@ from codealign_ros.config import frame, topic
 from codealign_ros.core.codemap import GridPose
 from codealign_ros.core.tf import TfBuffer, Transform
 from codealign_ros.data.bag import FRAME_RATE_HZ
-from codealign_ros.demo.recording import EVENTS_TOPIC, iter_messages, load_recording
+from codealign_ros.demo.recording import EVENTS_TOPIC, bag_topics, iter_messages, load_recording
 
 REPO = Path(__file__).resolve().parents[1]
 FRAMES = 6
@@ -197,3 +198,22 @@ def test_writer_and_reader_round_trip(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError):
         RecordingWriter(other)
     assert (other / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("msgtype", sorted({
+    *(t for _, t, _ in bag_topics(["cav_1"])),
+    "codealign_msgs/msg/CodeMap", "codealign_msgs/msg/Detection3DArray",
+    "visualization_msgs/msg/MarkerArray", "diagnostic_msgs/msg/DiagnosticArray",
+    "sensor_msgs/msg/Image", "std_msgs/msg/Float64", "std_msgs/msg/String"}))
+def test_recorded_schemas_are_the_installed_types(msgtype: str) -> None:
+    """The schemas the recording embeds (rosbags' typestore + our .msg files) hash like the
+    installed interfaces the nodes serialize with, so every reader decodes what was sent."""
+    from ament_index_python.packages import get_package_share_directory
+
+    from codealign_ros.data.bag import typestore
+
+    package, _, name = msgtype.split("/")
+    described = json.loads((Path(get_package_share_directory(package)) / "msg"
+                             / f"{name}.json").read_text())
+    installed = {h["type_name"]: h["hash_string"] for h in described["type_hashes"]}
+    assert typestore().hash_rihs01(msgtype) == installed[msgtype]

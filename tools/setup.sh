@@ -35,9 +35,15 @@ have_tf2_msgs() {
     return 1
 }
 packages=(codealign_msgs)
-if have_tf2_msgs; then tf2_source=installed; else tf2_source=fallback; packages+=(interfaces/tf2_msgs); fi
+if have_tf2_msgs; then
+    tf2_source=installed
+else
+    tf2_source=fallback
+    packages+=(interfaces/tf2_msgs)
+fi
 build_inputs=$(find codealign_msgs interfaces setup.py setup.cfg package.xml resource -type f | sort)
-build_key=$(echo "tf2_msgs=$tf2_source" | cat - $build_inputs "$VENV/.codealign-key" | sha256sum | cut -d' ' -f1)
+build_key=$(echo "tf2_msgs=$tf2_source" | cat - $build_inputs "$VENV/.codealign-key" \
+    | sha256sum | cut -d' ' -f1)
 if [[ ! -f install/.codealign-key || $(cat install/.codealign-key) != "$build_key" ]]; then
     start=$SECONDS
     say "building ${packages[*]} and codealign_ros with colcon (tf2_msgs: $tf2_source)"

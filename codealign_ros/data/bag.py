@@ -381,7 +381,8 @@ def add_convert_parser(subparsers: Any) -> argparse.ArgumentParser:
         "convert", help="convert OPV2V / DAIR-V2X frames into a rosbag2 (mcap or sqlite3)",
         description="Write every frame of a dataset as sensor_msgs (PointCloud2, Image, "
                     "CameraInfo), PoseStamped, TF (/tf, /tf_static), ground-truth "
-                    "Detection3DArray and MarkerArray topics into a new rosbag2, stamped with the frames' capture times. "
+                    "Detection3DArray and MarkerArray topics into a new rosbag2, stamped "
+                    "with the frames' capture times. "
                     "Play it back with `codealign play BAG` (no `ros2 bag` needed).",
         epilog="example: codealign convert --dataset opv2v --root ~/OPV2V --split test "
                "--scenario 2021_08_18_19_48_05 --out bags/opv2v_test")
