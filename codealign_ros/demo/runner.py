@@ -215,11 +215,10 @@ def run_graph(specs: list[NodeSpec], env: dict[str, str]) -> int:
 def run_demo(opts: DemoOptions) -> dict[str, Any]:
     """Scene -> graph -> summary (+ picture); returns the summary (also in summary.json)."""
     from codealign_ros.demo.animation import draw_animation
-    from codealign_ros.demo.recording import read_clouds
+    from codealign_ros.demo.recording import load_recording, read_clouds
     from codealign_ros.demo.scene import SceneSpec, read_truth, scene_bag
-    from codealign_ros.demo.viz_configs import write_configs
-    from codealign_ros.demo.recording import load_recording
     from codealign_ros.demo.summary import summarize
+    from codealign_ros.demo.viz_configs import write_configs
     from codealign_ros.models.profile import load_profile
 
     if opts.frames < 2 or opts.rate <= 0:
@@ -369,9 +368,11 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-dir", default="models/mini", help="trained weights")
     parser.add_argument("--backend", default="auto", help="inference backend of every node")
     parser.add_argument("--out", type=Path, default=Path("out/demo"),
-                        help="record, summary.json and picture go here (default out/demo)")
+                        help="recording (MCAP), summary.json, pictures and RViz / Foxglove "
+                             "presets go here (default out/demo)")
     parser.add_argument("--picture", type=Path, default=None,
-                        help="BEV picture path (default <out>/demo_bev.png)")
+                        help="BEV picture path (default <out>/demo_bev.png; the animation "
+                             "goes beside it as .gif)")
     parser.add_argument("--seconds", type=float, default=600.0,
                         help="stop the graph after this long in any case (default 600)")
     parser.add_argument("--domain-id", type=int, default=None,
