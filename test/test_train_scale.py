@@ -68,6 +68,10 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
     accel = distributed.setup("cpu")
     try:
         _train_toy(2, 6, Path(out) / "toy.ckpt", accel)
+        torch.manual_seed(rank)  # replicas that differ, as after a data-dependent revival
+        module = torch.nn.Linear(2, 2)
+        distributed.broadcast_module(module)
+        torch.save(module.state_dict(), Path(out) / f"broadcast{rank}.pt")
     finally:
         distributed.teardown()
 
@@ -87,6 +91,8 @@ def test_two_process_gloo_ddp_matches_one_process_on_the_doubled_batch(tmp_path:
         torch.testing.assert_close(ddp["modules"]["model"][k], v, rtol=1e-5, atol=1e-6)
     half = _train_toy(2, 6, None, Accel())  # one process on the half batch differs
     assert not torch.allclose(half.weight, single.weight, atol=1e-4)
+    b0, b1 = (torch.load(tmp_path / f"broadcast{r}.pt") for r in (0, 1))
+    assert all(torch.equal(b0[k], b1[k]) for k in b0)  # rank 0's values everywhere
 
 
 def _order(loader: StepLoader, steps: int, start: int = 0) -> list[list[int]]:
