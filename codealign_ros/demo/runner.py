@@ -147,7 +147,8 @@ def demo_specs(opts: DemoOptions, bag: Path, agents: list[tuple[str, str]], fram
     wait_for = sum(sensor_subscriptions(m) for _, m in agents) + 2  # + recorder: gt, ego pose
     specs = load_graph(GRAPH, {"bag": str(bag), "agents": format_agents(agents),
                                "rate": opts.rate, "wait_for": wait_for, "backend": opts.backend,
-                               "profile": opts.profile, "model_dir": opts.model_dir})
+                               "profile": opts.profile, "model_dir": opts.model_dir,
+                               "key_dir": str(demo_keys(opts.out_dir, agents))})
     fusion = next(s for s in specs if s.executable == "fusion_node")
     fusion = dataclasses.replace(fusion, parameters={**fusion.parameters,
                                                      "modality": agents[0][1]})
@@ -167,6 +168,17 @@ def demo_specs(opts: DemoOptions, bag: Path, agents: list[tuple[str, str]], fram
     player = [s for s in specs if s.executable == "bag_player"]
     others = [s for s in specs if s.executable != "bag_player"]
     return [recorder, *others, ego_only, *player]
+
+
+def demo_keys(out_dir: Path, agents: list[tuple[str, str]]) -> Path:
+    """A fresh key pair per agent for this run in <out_dir>/keys (the receivers' trust store:
+    the demo's maps are signed and verified like on the road)."""
+    from codealign_ros.core.signing import generate_keys
+
+    keys = out_dir / "keys"
+    for agent, _ in agents:
+        generate_keys(agent, keys, overwrite=True)
+    return keys
 
 
 # -- run --------------------------------------------------------------------------------------

@@ -1,0 +1,69 @@
+"""ROS-free link checks of the receiver: what a map must pass before anything is decoded.
+
+In order, each failure a drop reason (README "Drop reasons"):
+  bad_<field>         a text field over its length limit or outside the ROS name character
+                      set (core.wire, config/codemap.yaml `fields`)
+  ego_broadcast       a map on the broadcast topic claiming the ego's own id: the ego's maps
+                      come only from its local vehicle node (topics.yaml `codemap_local`)
+  local_not_ego       a map on the ego's local topic from another agent id
+  unsigned ... replayed  with require_signed: core.signing.LINK_REASONS
+`commit(ticket)` is called once the receiver accepted the map (replay protection).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from codealign_ros.config import lookup
+from codealign_ros.core.signing import LINK_REASONS, LinkVerifier, SigningError, Ticket, TrustStore
+from codealign_ros.core.wire import FIELD_REASONS, FieldLimits, WireFields, field_reason
+
+__all__ = ["CHANNEL_REASONS", "LinkChecker", "link_reasons"]
+
+CHANNEL_REASONS = ("ego_broadcast", "local_not_ego")
+
+
+def link_reasons() -> tuple[str, ...]:
+    """Every reason LinkChecker.check can return, in check order."""
+    return FIELD_REASONS + CHANNEL_REASONS + LINK_REASONS
+
+
+def keys_hint(agent: str, key_dir: Path | str) -> str:
+    """The command that makes `agent`'s key pair."""
+    return f"codealign keys generate --agent {agent} --out {key_dir}"
+
+
+class LinkChecker:
+    """Field bounds, the ego's local channel and (optionally) signatures of received maps."""
+
+    def __init__(self, ego_id: str, require_signed: bool, trust_store: Path | str | None,
+                 limits: FieldLimits | None = None) -> None:
+        self.ego_id, self.require_signed = ego_id, bool(require_signed)
+        self.limits = limits or FieldLimits.from_config()
+        self.verifier: LinkVerifier | None = None
+        if self.require_signed:
+            store = Path(trust_store or lookup("codemap", "security", "key_dir"))
+            trust = TrustStore.from_dir(store) if store.is_dir() else TrustStore({})
+            if not len(trust):
+                raise SigningError(
+                    f"require_signed is on but the trust store {store} holds no <agent>.pub "
+                    f"key: create keys with `{keys_hint('<agent>', store)}` (one per agent), "
+                    f"or set require_signed:=false")
+            self.verifier = LinkVerifier(trust, int(lookup("codemap", "security",
+                                                           "replay_entries")))
+
+    def check(self, fields: WireFields, signature: bytes, local: bool
+              ) -> tuple[str | None, Ticket | None]:
+        """(None, ticket or None) when the map may be decoded, else (reason, None)."""
+        reason = field_reason(fields, self.limits)
+        if reason is None and not local and fields.agent_id == self.ego_id:
+            reason = "ego_broadcast"
+        if reason is None and local and fields.agent_id != self.ego_id:
+            reason = "local_not_ego"
+        if reason is not None or self.verifier is None:
+            return reason, None
+        return self.verifier.check(fields, signature)
+
+    def commit(self, ticket: Ticket | None) -> None:
+        """Record an accepted map (no-op without signatures)."""
+        if ticket is not None and self.verifier is not None:
+            self.verifier.commit(ticket)
