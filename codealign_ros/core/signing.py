@@ -168,6 +168,8 @@ class Ticket:
     key_id: str
     code_space: str
     stamp_ns: int
+    source: str | None = None  # publisher of the map (receiver bookkeeping)
+    local: bool = False  # taken from the ego's local topic
 
 
 class LinkVerifier:

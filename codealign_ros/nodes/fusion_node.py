@@ -43,6 +43,7 @@ from codealign_ros.ros import markers
 from codealign_ros.ros.codemap_msg import msg_to_codemap, ns_to_stamp
 from codealign_ros.ros.qos import qos_profile
 from codealign_ros.ros.runner import run_node
+from codealign_ros.pipeline.link import ECHO
 from codealign_ros.ros.signing_msg import make_link_checker, wire_fields
 from codealign_ros.core.wire import printable
 
@@ -141,7 +142,10 @@ class FusionNode(Node):
     # -- input ---------------------------------------------------------------------------------
     def _on_codemap(self, msg: CodeMapMsg, info: Any, local: bool = False) -> None:
         now = self.get_clock().now().nanoseconds
-        link, ticket = self.link.check(wire_fields(msg), bytes(msg.signature), local)
+        link, ticket = self.link.check(wire_fields(msg), bytes(msg.signature), local,
+                                       publisher_id(info))
+        if link == ECHO:  # our own vehicle's broadcast copy of a map taken locally
+            return
         if link:  # nothing of it is decoded
             self._drop(link, printable(msg.agent_id), ValueError(f"link check: {link}"))
             return
@@ -217,7 +221,7 @@ class FusionNode(Node):
         values = {k: v for k, v in stats.items() if k not in ("drops", "skipped", "last_agents")}
         values.update({"agents_fused": len(stats.get("last_agents", [])),
                        "last_agents": ",".join(stats.get("last_agents", [])),
-                       "latency_ms": f"{self.latency_ms:.1f}",
+                       "latency_ms": f"{self.latency_ms:.1f}", "ego_echo": self.link.echoes,
                        "boxes": 0 if result is None else len(result.boxes),
                        **{f"drop_{k}": v for k, v in sorted(stats["drops"].items())},
                        **{f"skipped_{k}": v for k, v in sorted(stats.get("skipped", {}).items())},
