@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-import rclpy
-from rclpy.context import Context
 
 from codealign_msgs.msg import CodeMap as CodeMapMsg
 from codealign_ros.config import lookup, topic
@@ -28,7 +26,8 @@ from codealign_ros.processes import ProcessGroup
 from codealign_ros.ros.codemap_msg import codemap_to_msg, ns_to_stamp
 from codealign_ros.ros.qos import qos_profile
 from codealign_ros.ros.signing_msg import sign_msg
-from test_nodes_faults import EGO, FUSION, STARTUP_S, VEHICLE, Peers, Probe, _rss_kb, _stamp
+from test_nodes_faults import (EGO, FUSION, STARTUP_S, VEHICLE, Peers, Probe, _rss_kb, _stamp,
+                              probe_session)
 
 pytestmark = pytest.mark.dds
 MAX_PEERS = 8
@@ -64,9 +63,14 @@ class Attacker:
             self.probe.spin_for(0.1)
 
     def expect(self, counts: dict[str, int]) -> None:
-        """Wait for every drop_<reason> to reach its count (the counts before + the new)."""
-        for reason, n in counts.items():
-            self.probe.wait_count(FUSION, f"drop_{reason}", n)
+        """Every drop_<reason> reaches its count (the counts before + the new), and stays
+        there one more diagnostics period (no overshoot)."""
+        probe = self.probe
+        now = lambda: {r: probe.count(FUSION, f"drop_{r}") for r in counts}  # noqa: E731
+        probe.spin_until(lambda: all(now()[r] >= n for r, n in counts.items()), 15.0,
+                         f"drop counts {counts}")
+        probe.spin_for(1.2)
+        assert now() == counts, probe.diag[FUSION]
 
     def before(self, *reasons: str) -> dict[str, int]:
         return {r: self.probe.count(FUSION, f"drop_{r}") for r in reasons}
@@ -99,22 +103,10 @@ def link(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Attacker]:
                                {**common, "modality": "m1",
                                 "signing_key": str(keys / f"{EGO}.key")},
                                stdout=logs["vehicle"], stderr=subprocess.STDOUT)
-            context = Context()
-            rclpy.init(context=context)
-            probe = Probe(context)
-            try:
-                probe.spin_until(lambda: {FUSION, VEHICLE} <= set(probe.diag), STARTUP_S,
-                                 "every node's diagnostics")
+            with probe_session(group, logs, tmp, {FUSION, VEHICLE}) as probe:
                 attacker = Attacker(probe, Peers(store), keys, fusion.pid)
                 probe.ego_frame(timeout=STARTUP_S)  # discovery of every path
                 yield attacker
-            finally:
-                probe.node.destroy_node()
-                rclpy.shutdown(context=context)
-                failed = group.failed()
-                for log in logs.values():
-                    log.close()
-                assert not failed, f"nodes died: {failed}; logs in {tmp}"
 
 
 def test_signed_maps_of_ego_and_peer_are_fused(link: Attacker) -> None:
@@ -177,17 +169,20 @@ def test_ego_identity_cannot_be_taken_over(link: Attacker) -> None:
     probe.spin_until(lambda: link.captured, 10.0, "a captured ego map")
     captured = link.captured[-1]
 
-    def attack() -> None:  # a replay of the ego's own signed map, unsigned, another's key
+    def attack() -> None:  # unsigned, another's key, a replay of the ego's own signed map
         stamp = probe.now_ns()
-        link.send(captured, link.peers.msg(EGO, stamp, x=0.0),
-                  link.signed(EGO, stamp, signer=link.signers["cav_2"], x=0.0))
+        link.send(link.peers.msg(EGO, stamp, x=0.0),
+                  link.signed(EGO, stamp, signer=link.signers["cav_2"], x=0.0), captured)
 
+    echoes = probe.count(FUSION, "ego_echo")
     attack()  # while the ego sends
     assert len(probe.ego_frame().detections) > 0
     attack()
     assert len(probe.ego_frame().detections) > 0
-    counts["ego_broadcast"] += 6
+    counts["ego_broadcast"] += 4
     link.expect({"ego_broadcast": counts["ego_broadcast"]})
+    # the replays (and the ego vehicle's own broadcast copies) are discarded as echoes
+    assert probe.count(FUSION, "ego_echo") >= echoes + 4
     # the ego falls silent for longer than the claim window; the attacker keeps sending
     fused, sent = probe.count(FUSION, "fused"), []
     silence_end = time.monotonic() + 1.6
@@ -249,13 +244,11 @@ def test_flood_of_200_peers_is_bounded(link: Attacker) -> None:
     probe = link.probe
     rss_before = _rss_kb(link.pid)
     unknown = probe.count(FUSION, "drop_unknown_key")
-    for _ in range(2):
-        stamp = probe.now_ns()
-        for i, signer in enumerate(link.flood):
-            probe.maps.publish(link.signed(signer.agent_id, stamp, signer=signer,
-                                           x=float(i % 20)))
-            probe.maps.publish(link.signed(f"ghost_{i}", stamp, signer=link.untrusted))
-            probe.spin_for(0.004)
+    stamp = probe.now_ns()
+    for i, signer in enumerate(link.flood):
+        probe.maps.publish(link.signed(signer.agent_id, stamp, signer=signer, x=float(i % 20)))
+        probe.maps.publish(link.signed(f"ghost_{i}", stamp, signer=link.untrusted))
+        probe.spin_for(0.004)
     probe.spin_until(lambda: probe.count(FUSION, "drop_too_many_peers") > 0
                      and probe.count(FUSION, "drop_unknown_key") > unknown, 20.0,
                      "too_many_peers and unknown_key drops")

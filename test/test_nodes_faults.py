@@ -8,6 +8,7 @@ and the ego must still get detections afterwards.
 from __future__ import annotations
 
 import array
+import contextlib
 import dataclasses
 import hashlib
 import math
@@ -238,21 +239,30 @@ def graph(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                                {**common, "agent_id": CAM, "modality": "m4"},
                                args=["--ros-args", "-r", f"__node:=vehicle_{CAM}"],
                                stdout=logs["camera"], stderr=subprocess.STDOUT)
-            context = Context()
-            rclpy.init(context=context)
-            probe = Probe(context)
-            try:
-                probe.spin_until(lambda: {FUSION, VEHICLE, CAM_VEHICLE} <= set(probe.diag),
-                                 STARTUP_S, "every node's diagnostics")
+            with probe_session(group, logs, tmp, {FUSION, VEHICLE, CAM_VEHICLE}) as probe:
                 yield {"probe": probe, "peers": Peers(store), "group": group,
                        "fusion_pid": fusion.pid, "logs": tmp}
-            finally:
-                probe.node.destroy_node()
-                rclpy.shutdown(context=context)
-                failed = group.failed()
-                for log in logs.values():
-                    log.close()
-                assert not failed, f"nodes died: {failed}; logs in {tmp}"
+
+
+@contextlib.contextmanager
+def probe_session(group: ProcessGroup, logs: dict[str, Any], tmp: Path,
+                  statuses: set[str]) -> Iterator[Probe]:
+    """A Probe in its own context once every node in `statuses` published diagnostics; on
+    exit: shut down, close the logs, fail when a node died."""
+    context = Context()
+    rclpy.init(context=context)
+    probe = Probe(context)
+    try:
+        probe.spin_until(lambda: statuses <= set(probe.diag), STARTUP_S,
+                         "every node's diagnostics")
+        yield probe
+    finally:
+        probe.node.destroy_node()
+        rclpy.shutdown(context=context)
+        failed = group.failed()
+        for log in logs.values():
+            log.close()
+        assert not failed, f"nodes died: {failed}; logs in {tmp}"
 
 
 @pytest.fixture

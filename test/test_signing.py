@@ -23,7 +23,8 @@ from codealign_ros.core.signing import (LINK_REASONS, Signer, SigningError, Trus
                                         generate_keys, key_id)
 from codealign_ros.core.wire import (FIELD_REASONS, TEXT_FIELDS, FieldLimits, WireFields,
                                      canonical_bytes, field_reason)
-from codealign_ros.pipeline.link import LinkChecker, link_reasons
+from codealign_ros.nodes.link_setup import load_signer
+from codealign_ros.pipeline.link import ECHO, LinkChecker, link_reasons
 from codealign_ros.ros.codemap_msg import codemap_to_msg, msg_to_codemap
 from codealign_ros.ros.signing_msg import sign_msg, wire_fields
 
@@ -107,8 +108,12 @@ def test_unsigned_unknown_mismatched_and_forged_maps_are_dropped(keys: Path) -> 
     claim.agent_id = "cav_3"  # cav_2's valid key on a map claiming another id
     assert _check(checker, claim) == "key_agent_mismatch"
     ego = _signed(keys, agent="cav_1")
-    assert _check(checker, ego) == "ego_broadcast"  # even validly signed
+    assert _check(checker, codemap_to_msg(_map("cav_1"))) == "ego_broadcast"
     assert _check(checker, ego, local=True) is None
+    assert _check(checker, ego) == ECHO and checker.echoes == 1  # own copy: discarded
+    forged = _signed(keys, agent="cav_1", stamp_ns=9_000_000_000)
+    forged.data = bytes(len(forged.data))
+    assert _check(checker, forged) == "ego_broadcast"
     assert _check(checker, _signed(keys, stamp_ns=7), local=True) == "local_not_ego"
 
 
@@ -147,13 +152,20 @@ def test_canonical_encoding_has_no_shifts() -> None:
 
 
 def test_node_without_key_names_the_command(tmp_path: Path) -> None:
-    for module, params in (("vehicle_node", f"signing_key:={tmp_path}/cav_1.key"),
-                           ("fusion_node", f"trust_store:={tmp_path}")):
-        run = subprocess.run([sys.executable, "-m", f"codealign_ros.nodes.{module}",
-                              "--ros-args", "-p", "agent_id:=cav_1", "-p", params],
-                             capture_output=True, text=True, timeout=120)
-        assert run.returncode != 0
-        assert "codealign keys generate --agent" in run.stderr and "Traceback" not in run.stderr
+    cases = [("vehicle_node", "cav_1", f"signing_key:={tmp_path}/cav_1.key",
+              "codealign keys generate --agent cav_1"),
+             ("fusion_node", "cav_1", f"trust_store:={tmp_path}", "codealign keys generate")]
+    runs = [(subprocess.Popen([sys.executable, "-m", f"codealign_ros.nodes.{module}",
+                               "--ros-args", "-p", f"agent_id:={agent}", "-p", params],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), says)
+            for module, agent, params, says in cases]
+    for run, says in runs:
+        _, err = run.communicate(timeout=120)
+        assert run.returncode == 1, err
+        assert says in err and "Traceback" not in err
+        assert len(err.strip().splitlines()) == 1, err
+    with pytest.raises(SystemExit, match="not a valid agent id"):
+        load_signer("cav-1", "", require_signed=False)  # would be dropped as bad_agent_id
 
 
 # --- fuzz -----------------------------------------------------------------------------------
@@ -232,3 +244,13 @@ def test_fuzz_decoding_raises_only_code_map_errors(data: bytes, encoding: int, b
 def test_reason_tuples_are_disjoint() -> None:
     assert not set(FIELD_REASONS) & set(LINK_REASONS)
     assert len(link_reasons()) == len(set(link_reasons()))
+
+
+def test_detections_name_a_bounded_number_of_agents() -> None:
+    from codealign_ros.config import lookup
+    from codealign_ros.pipeline import PipelineError, ReceiverPipeline
+
+    bound = int(lookup("codemap", "max_contributing_agents"))
+    with pytest.raises(PipelineError, match="max_contributing_agents") as err:
+        ReceiverPipeline("no/such/models", "cav_1", "m1", max_peers=bound)  # + ego > bound
+    assert err.value.reason == "config"

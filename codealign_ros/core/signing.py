@@ -54,6 +54,11 @@ def key_id(public_key: ec.EllipticCurvePublicKey) -> str:
     return hashlib.sha256(der).hexdigest()[:KEY_ID_HEX]
 
 
+def keys_hint(agent: str, key_dir: Path | str) -> str:
+    """The command that makes `agent`'s key pair."""
+    return f"codealign keys generate --agent {agent} --out {key_dir}"
+
+
 def key_paths(agent: str, directory: Path | str) -> tuple[Path, Path]:
     """(private key, public key) file of `agent` in `directory`."""
     d = Path(directory)

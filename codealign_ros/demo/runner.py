@@ -148,7 +148,7 @@ def demo_specs(opts: DemoOptions, bag: Path, agents: list[tuple[str, str]], fram
     specs = load_graph(GRAPH, {"bag": str(bag), "agents": format_agents(agents),
                                "rate": opts.rate, "wait_for": wait_for, "backend": opts.backend,
                                "profile": opts.profile, "model_dir": opts.model_dir,
-                               "key_dir": str(demo_keys(opts.out_dir, agents))})
+                               "key_dir": str(opts.out_dir / "keys")})
     fusion = next(s for s in specs if s.executable == "fusion_node")
     fusion = dataclasses.replace(fusion, parameters={**fusion.parameters,
                                                      "modality": agents[0][1]})
@@ -219,6 +219,7 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
     check_models(opts.model_dir, opts.profile, agents)
     opts.out_dir.mkdir(parents=True, exist_ok=True)
     record = opts.out_dir / "record.jsonl"
+    demo_keys(opts.out_dir, agents)
     specs = demo_specs(opts, bag, agents, opts.frames, record)
     domain = _domain(opts)
     print(f"demo: {len(specs)} nodes in ROS_DOMAIN_ID {domain}; agents "

@@ -44,7 +44,8 @@ from codealign_ros.ros.codemap_msg import msg_to_codemap, ns_to_stamp
 from codealign_ros.ros.qos import qos_profile
 from codealign_ros.ros.runner import run_node
 from codealign_ros.pipeline.link import ECHO
-from codealign_ros.ros.signing_msg import make_link_checker, wire_fields
+from codealign_ros.nodes.link_setup import make_link_checker
+from codealign_ros.ros.signing_msg import wire_fields
 from codealign_ros.core.wire import printable
 
 try:

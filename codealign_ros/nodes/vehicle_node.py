@@ -41,7 +41,8 @@ from codealign_ros.ros.image import image_to_rgb
 from codealign_ros.ros.pointcloud import pointcloud2_to_xyzi
 from codealign_ros.ros.qos import qos_profile
 from codealign_ros.ros.runner import run_node
-from codealign_ros.ros.signing_msg import load_signer, sign_msg
+from codealign_ros.nodes.link_setup import load_signer
+from codealign_ros.ros.signing_msg import sign_msg
 from codealign_ros.ros.sync import header_stamp_ns, make_synchronizer
 
 DEFAULTS = {"agent_id": "cav_1", "modality": "m1", "model_dir": "models/mini", "profile": "",
@@ -176,8 +177,8 @@ class VehicleNode(Node):
         if not self.context.ok():  # shut down (SIGTERM) while this frame was processed
             return
         for msg in out:
+            self.local_publisher.publish(msg)  # first: the own receiver's copy
             self.publisher.publish(msg)
-            self.local_publisher.publish(msg)
         self.counts["published"] += len(out)
         self.timings = dict(result.timings, total_ms=(time.perf_counter() - start) * 1e3)
         self.time_pub.publish(Float64(data=self.timings["total_ms"]))

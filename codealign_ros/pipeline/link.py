@@ -5,9 +5,9 @@ In order, each failure a drop reason (README "Drop reasons"):
                       set (core.wire, config/codemap.yaml `fields`)
   ego_broadcast       a map on the broadcast topic claiming the ego's own id: the ego's maps
                       come only from its local vehicle node (topics.yaml `codemap_local`).
-                      The ego vehicle's own broadcast copy (same DDS participant as the
-                      local publisher) is not a drop: ECHO, counted in `echoes`; it is
-                      discarded as well.
+                      The ego vehicle's own broadcast copy (validly signed by the ego's
+                      key, or from the DDS participant of the accepted local publisher) is
+                      not a drop: ECHO, counted in `echoes`; it is discarded as well.
   local_not_ego       a map on the ego's local topic from another agent id
   unsigned ... replayed  with require_signed: core.signing.LINK_REASONS
 `commit(ticket)` is called once the receiver accepted the map (replay protection).
@@ -18,7 +18,8 @@ import dataclasses
 from pathlib import Path
 
 from codealign_ros.config import lookup
-from codealign_ros.core.signing import LINK_REASONS, LinkVerifier, SigningError, Ticket, TrustStore
+from codealign_ros.core.signing import (LINK_REASONS, LinkVerifier, SigningError, Ticket,
+                                        TrustStore, keys_hint)
 from codealign_ros.core.wire import FIELD_REASONS, FieldLimits, WireFields, field_reason
 
 __all__ = ["CHANNEL_REASONS", "LinkChecker", "link_reasons"]
@@ -31,11 +32,6 @@ _PREFIX_HEX = 24  # a DDS GUID: 12-byte participant prefix + 4-byte entity id
 def link_reasons() -> tuple[str, ...]:
     """Every reason LinkChecker.check can return, in check order."""
     return FIELD_REASONS + CHANNEL_REASONS + LINK_REASONS
-
-
-def keys_hint(agent: str, key_dir: Path | str) -> str:
-    """The command that makes `agent`'s key pair."""
-    return f"codealign keys generate --agent {agent} --out {key_dir}"
 
 
 class LinkChecker:
@@ -65,7 +61,7 @@ class LinkChecker:
         for the own vehicle's broadcast copy. `source`: publisher GID (hex) if known."""
         reason = field_reason(fields, self.limits)
         if reason is None and not local and fields.agent_id == self.ego_id:
-            if source and self.local_participant == source[:_PREFIX_HEX]:
+            if self._is_echo(fields, signature, source):
                 self.echoes += 1
                 return ECHO, None
             reason = "ego_broadcast"
@@ -76,6 +72,16 @@ class LinkChecker:
                             if reason is None else None)
         reason, ticket = self.verifier.check(fields, signature)
         return reason, ticket and dataclasses.replace(ticket, source=source, local=local)
+
+    def _is_echo(self, fields: WireFields, signature: bytes, source: str | None) -> bool:
+        """Our own vehicle's broadcast copy: its signature verifies under the ego's key (the
+        same stamp as the local copy: "replayed"), or it comes from the participant of the
+        accepted local publisher."""
+        if source and self.local_participant == source[:_PREFIX_HEX]:
+            return True
+        if self.verifier is None:
+            return False
+        return self.verifier.check(fields, signature)[0] in (None, "replayed")
 
     def commit(self, ticket: Ticket | None) -> None:
         """Record an accepted map: its stamp (replay) and, for the ego's local maps, the DDS
