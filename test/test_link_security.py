@@ -258,3 +258,6 @@ def test_flood_of_200_peers_is_bounded(link: Attacker) -> None:
     agents = probe.fused_agents()
     assert EGO in agents and len(agents) <= MAX_PEERS + 1
     assert _rss_kb(link.pid) - rss_before < 100_000, "fusion_node grew by > 100 MB"
+    print("fusion_node counts after the attacks:", {k: v for k, v in probe.diag[FUSION].items()
+                                                   if k.startswith("drop_") or k in (
+                                                       "ego_echo", "accepted", "fused")})
