@@ -11,8 +11,11 @@ Parameters: agent_id, modality, model_dir, profile ("" = model_dir's name), back
 onnxruntime, tensorrt, torch), translate_to (string array of target spaces: sender-side D2C),
 encoding (raw|zlib|zstd), cache_dir ("" = <model_dir>/onnx), slop_s, queue_size, threads
 (0 = backend default), require_signed (sign every map; codemap.yaml security), signing_key
-("" = <key_dir>/<agent_id>.key, made by `codealign keys generate`), camera_extrinsics (16 doubles per camera, LiDAR -> camera row-major,
-OpenCV axes; unset = the mini-world vehicle rig of codealign_ros.data.world).
+("" = <key_dir>/<agent_id>.key, made by `codealign keys generate`), camera_extrinsics (16
+doubles per camera, LiDAR -> camera row-major, OpenCV axes; unset = the mini-world vehicle rig
+of codealign_ros.data.world), publish_tf
+(default false: a bag replay carries TF; true broadcasts map -> <agent>/lidar from the pose
+topic and the static <agent>/lidar -> <agent>/camera<i>, `ros.tf.PoseTfRelay`).
 """
 from __future__ import annotations
 
@@ -47,7 +50,7 @@ from codealign_ros.ros.sync import header_stamp_ns, make_synchronizer
 
 DEFAULTS = {"agent_id": "cav_1", "modality": "m1", "model_dir": "models/mini", "profile": "",
             "backend": "auto", "encoding": "zstd", "cache_dir": "", "slop_s": 0.05,
-            "queue_size": 10, "threads": 0}
+            "queue_size": 10, "threads": 0, "publish_tf": False}
 
 
 class RateLimitedLog:
@@ -119,6 +122,10 @@ class VehicleNode(Node):
         self.sync = make_synchronizer(self, self._specs(), self._on_sensors,
                                       queue_size=int(p["queue_size"]), slop=float(p["slop_s"]))
         self.create_timer(1.0, self._diagnostics)
+        if p["publish_tf"]:
+            from codealign_ros.ros.tf import PoseTfRelay
+
+            self.tf_relay = PoseTfRelay(self, self.agent, self.extrinsics)
 
     def _signer(self) -> Any:
         """The agent's Signer (None with require_signed off); exits naming the keys command
