@@ -324,8 +324,8 @@ def test_fusion_counts_bad_code_maps_by_reason(probe: Probe, peers: Peers) -> No
     for msg in (short, small, wide, two, unknown, foreign, stale, future, nan_pose):
         probe.maps.publish(msg)
         probe.spin_for(0.1)
-    expected = {"bad_length": 1, "bad_size": 1, "bad_bits": 2, "unknown_space": 1, "hash_mismatch": 1,
-                "stale": 1, "future": 1, "nan_pose": 1}
+    expected = {"bad_length": 1, "bad_size": 1, "bad_bits": 2, "unknown_space": 1,
+                "hash_mismatch": 1, "stale": 1, "future": 1, "nan_pose": 1}
     for reason, count in expected.items():
         probe.wait_count(FUSION, f"drop_{reason}", count)
     accepted = probe.count(FUSION, "accepted")

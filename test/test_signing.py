@@ -80,9 +80,9 @@ def test_trust_store_refuses_foreign_and_doubly_named_keys(keys: Path, tmp_path:
         TrustStore.from_dir(tmp_path)
     other = tmp_path / "ed"
     other.mkdir()
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
     (other / "cav_3.pub").write_bytes(ed25519.Ed25519PrivateKey.generate().public_key()
-                                      .public_bytes(serialization.Encoding.PEM,
-                                                    serialization.PublicFormat.SubjectPublicKeyInfo))
+                                      .public_bytes(serialization.Encoding.PEM, spki))
     with pytest.raises(SigningError, match="P-256"):
         TrustStore.from_dir(other)
 

@@ -3,10 +3,11 @@
 Subscribes the V2X code-map topic for peers and the ego's local topic (topics.yaml
 codemap_local) for its own maps. Every map first passes the link checks of
 codealign_ros.pipeline.link (field bounds, the ego's id only on the local topic, signature,
-key pinned to the agent id, replay) before anything is decoded; then it is decoded and offered to a `ReceiverPipeline`
-(drops counted by reason, see codealign_ros.pipeline.receiver); each accepted map of the ego
-agent (its own vehicle_node's output, in the ego space) triggers one fusion of the peers'
-newest maps. Publishes, stamped with the ego sensor stamp in the ego grid frame:
+key pinned to the agent id, replay) before anything is decoded; then it is decoded and
+offered to a `ReceiverPipeline` (drops counted by reason, see codealign_ros.pipeline.receiver
+and README "Drop reasons"); each accepted map of the ego agent (its own vehicle_node's output,
+in the ego space) triggers one fusion of the peers' newest maps. Publishes, stamped with the
+ego sensor stamp in the ego grid frame:
 codealign_msgs/Detection3DArray (+ vision_msgs/Detection3DArray on `<detections>_vision` when
 vision_msgs is importable), a MarkerArray (DELETEALL, then LINE_LIST boxes + scores),
 `~/latency_ms` (ego sensor stamp -> publish, std_msgs/Float64) and a /diagnostics status each

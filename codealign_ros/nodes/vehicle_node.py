@@ -4,8 +4,9 @@ Subscribes (topics.yaml, {agent} = agent_id) the LiDAR cloud or the modality's c
 camera_info each) and the pose, synchronised by `ros.sync.make_synchronizer`; runs a
 `VehiclePipeline`; publishes each code space's map with header.stamp = sensor stamp and pose =
 the synced LiDAR -> world pose, signed (ECDSA P-256), on the V2X topic and on the agent's
-local topic (topics.yaml codemap_local: its own receiver takes the ego's maps only there). Debug: `~/processing_time_ms` (std_msgs/Float64, sync callback
-to publish) and a /diagnostics status each second with frame, publish and drop counts.
+local topic (topics.yaml codemap_local: its own receiver takes the ego's maps only there).
+Debug: `~/processing_time_ms` (std_msgs/Float64, sync callback to publish) and a /diagnostics
+status each second with frame, publish and drop counts.
 
 Parameters: agent_id, modality, model_dir, profile ("" = model_dir's name), backend (auto,
 onnxruntime, tensorrt, torch), translate_to (string array of target spaces: sender-side D2C),
