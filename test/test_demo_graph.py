@@ -184,6 +184,9 @@ def test_graph_adds_an_ego_only_receiver_and_the_recorder(tmp_path: Path) -> Non
     assert remapped[topic("detections")] == f"{EGO_ONLY_NS}/detections"
     assert remapped[topic("diagnostics")] == f"{EGO_ONLY_NS}/diagnostics"
     assert not fused.remappings
+    keys = str(DemoOptions().out_dir / "keys")  # signed maps: a key pair per agent and run
+    assert fused.parameters["require_signed"] is True and fused.parameters["trust_store"] == keys
+    assert by_name["vehicle_rsu_1"].parameters["signing_key"] == f"{keys}/rsu_1.key"
     # the player starts once every vehicle's sensor subscriptions (2 + 9 + 2) and the
     # recorder's bag topics (TF, ground truth, every agent's pose and cloud) matched
     player = specs[-1].arguments
