@@ -3,6 +3,10 @@ DataLoader worker count (the stage code of `codealign train`, its own group's fr
 
     python benchmarks/bench_train.py --modality m1 --batch 2 --steps 60 --workers 0,2
     python benchmarks/bench_train.py --device cuda --profile opv2v --steps 300 --workers 4
+    python benchmarks/bench_train.py --modality m2 --images always --workers 0   # old loading
+
+Loading is timed twice (load_first_s: ASCII clouds parsed and their binary cache written;
+load_again_s: from the cache), apart from the steps.
 
 `--workers 0` builds every batch in the training process (the loop before the DataLoader;
 the same script run against an older source tree with PYTHONPATH measures that tree).
@@ -39,6 +43,7 @@ def _data(root: Path | None, scenes: int) -> Path:
 
 def measure(args: argparse.Namespace, data_root: Path, workers: int) -> dict[str, Any]:
     """Steps/s (after `--warmup` steps) of the base stage of `args.modality`."""
+    from codealign_ros.config import lookup
     from codealign_ros.data.assignment import isolation_split
     from codealign_ros.data.opv2v import OPV2VDataset
     from codealign_ros.models.profile import load_profile
@@ -50,7 +55,13 @@ def measure(args: argparse.Namespace, data_root: Path, workers: int) -> dict[str
     profile = load_profile(args.profile)
     group = group_of(args.modality)
     split = isolation_split(OPV2VDataset(data_root, "train").scenarios(), groups(), 0.0, 0)
-    frames = {group: load_frames(data_root, "train", split["train"][group])}
+    cameras = args.images == "always" or lookup("modalities", "modalities", args.modality,
+                                                  "sensor") == "camera"
+    loads = []
+    for _ in range(2):  # first: parses the ASCII clouds; second: the binary cache when any
+        t0 = time.perf_counter()
+        frames = {group: load_frames(data_root, "train", split["train"][group], cameras)}
+        loads.append(time.perf_counter() - t0)
     kw: dict[str, Any] = {"batch_size": args.batch, "seed": 0}
     fields = {f.name for f in dataclasses.fields(stages.StageData)}
     if "workers" in fields:  # this tree has the DataLoader
@@ -80,6 +91,8 @@ def measure(args: argparse.Namespace, data_root: Path, workers: int) -> dict[str
             "device": str(accel.device) if accel else "cpu",
             "amp": str(accel.amp_dtype) if accel and accel.amp_dtype else "off",
             "workers": workers, "batch": args.batch, "steps": len(history),
+            "images": cameras, "frames": len(frames[group]),
+            "load_first_s": round(loads[0], 2), "load_again_s": round(loads[1], 2),
             "timed_steps": len(timed), "steps_per_s": round(len(timed) / seconds, 3),
             "data_wait_share": round(waiting / seconds, 3) if "data_seconds" in timed[0]
             else None, "wall_s": round(wall, 1),
@@ -89,7 +102,8 @@ def measure(args: argparse.Namespace, data_root: Path, workers: int) -> dict[str
 
 def _table(rows: list[dict[str, Any]]) -> str:
     cols = ["loop", "profile", "modality", "device", "amp", "workers", "batch", "timed_steps",
-            "steps_per_s", "data_wait_share", "gpu_peak_mb"]
+            "steps_per_s", "data_wait_share", "gpu_peak_mb", "images", "frames",
+            "load_first_s", "load_again_s"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(r.get(c)) for c in cols) + " |" for r in rows]
     return "\n".join(lines) + "\n"
@@ -109,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", default="0,2", help="comma list of DataLoader worker counts")
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     p.add_argument("--amp", action="store_true")
+    p.add_argument("--images", choices=("auto", "always"), default="auto",
+                   help="load camera images only for a camera modality (auto, as `codealign "
+                        "train`) or always (as before)")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--json", type=Path, default=RESULTS / "train.json")
     p.add_argument("--append", action="store_true", help="add rows to an existing --json")

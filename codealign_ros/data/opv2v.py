@@ -29,7 +29,7 @@ import yaml
 from PIL import Image
 
 from codealign_ros.core.geometry import matrix_to_pose6, pose6_to_matrix, wrap_angle
-from codealign_ros.data.pcd import read_pcd, write_pcd
+from codealign_ros.data.pcd import read_pcd_cached, write_pcd
 from codealign_ros.data.types import (AgentFrame, CameraFrame, CooperativeFrame, DatasetError,
                                       agent_name)
 
@@ -284,7 +284,8 @@ class OPV2VDataset:
             pose = pose6_to_matrix(_array(path, params["lidar_pose"], (6,), "lidar_pose"))
             indices = sorted(int(m[1]) for key in params if (m := _CAMERA_KEY.match(str(key))))
             cams = [_read_camera(path, params, i, pose, mirror) for i in indices] if cameras else []
-            points = _mirror_points(read_pcd(path.with_suffix(".pcd"), rgb_intensity=True), mirror)
+            points = _mirror_points(read_pcd_cached(path.with_suffix(".pcd"), rgb_intensity=True),
+                                    mirror)
             name = agent_name(cav)
             agents[name] = AgentFrame(name, points, mirror @ pose @ mirror, cams, is_rsu=cav < 0)
             for vid, box in _read_vehicles(path, params["vehicles"]).items():

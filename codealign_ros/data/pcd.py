@@ -5,6 +5,8 @@
 NaN points kept). OPV2V's files (written by open3d) have no intensity field: OpenCDA stored
 the intensity as the red channel of the packed `rgb` field, which `rgb_intensity=True`
 decodes (r / 255, as OpenCOOD's `pcd_to_np`). `write_pcd` writes x y z intensity float32.
+`read_pcd_cached` keeps a binary copy (.npy beside the .pcd, keyed by the file's size and
+modification time) so that an ASCII cloud is parsed once.
 """
 from __future__ import annotations
 
@@ -135,6 +137,39 @@ def read_pcd(path: str | Path, rgb_intensity: bool = False) -> np.ndarray:
             else rgb.astype(np.uint32)
         out[:, 3] = ((bits >> 16) & 0xFF) / np.float32(255)
     return out
+
+
+def _cache_path(path: Path, rgb_intensity: bool) -> Path:
+    st = path.stat()
+    return path.with_name(f".{path.name}.{st.st_size}-{st.st_mtime_ns}"
+                          f"{'-rgb' if rgb_intensity else ''}.npy")
+
+
+def read_pcd_cached(path: str | Path, rgb_intensity: bool = False) -> np.ndarray:
+    """`read_pcd`, through a hidden binary cache `.<name>.<size>-<mtime_ns>.npy` beside the
+    file: written on the first read (older caches of the file removed), used while the file's
+    size and mtime match; an unwritable directory just skips the cache."""
+    path = Path(path)
+    try:
+        cache = _cache_path(path, rgb_intensity)
+    except OSError:
+        return read_pcd(path, rgb_intensity)  # read_pcd names the missing file
+    if cache.exists():
+        try:
+            return np.load(cache)
+        except (OSError, ValueError):
+            pass  # a torn cache file: parse again
+    points = read_pcd(path, rgb_intensity)
+    try:
+        for old in path.parent.glob(f".{path.name}.*.npy"):
+            old.unlink(missing_ok=True)
+        tmp = cache.with_name(cache.name + ".tmp")
+        with open(tmp, "wb") as fh:
+            np.save(fh, points)
+        tmp.replace(cache)
+    except OSError:
+        pass
+    return points
 
 
 def write_pcd(path: str | Path, points: np.ndarray, binary: bool = False) -> None:

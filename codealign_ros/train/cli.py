@@ -59,20 +59,24 @@ def heal_pairs() -> list[tuple[str, str]]:
     return sorted(pairs)
 
 
-def plan(stage_names: list[str]) -> list[tuple[str, dict[str, Any]]]:
-    """(stage, keyword arguments) of every training job, in dependency order."""
+def plan(stage_names: list[str], backend_mode: str = "auto",
+         init: str = "kmeans") -> list[tuple[str, dict[str, Any]]]:
+    """(stage, keyword arguments) of every training job, in dependency order; code spaces
+    with `backend_mode` / codebook `init` (train/stages.py train_codespace)."""
+    cs = {k: v for k, v in (("backend_mode", backend_mode), ("init", init))
+          if v not in ("auto", "kmeans")}
     jobs: list[tuple[str, dict[str, Any]]] = []
     mods = [m for ms in groups().values() for m in ms]
     if "base" in stage_names:
         jobs += [("base", {"modality": m}) for m in mods]
     if "codespace" in stage_names:
-        jobs += [("codespace", {"group": g}) for g in groups()]
+        jobs += [("codespace", {"group": g, **cs}) for g in groups()]
     if "translator" in stage_names:
         jobs += [("translator", {"source": g}) for g in groups()]
     if "heal" in stage_names:
         jobs += [("heal", {"modality": m, "group": g}) for m, g in heal_pairs()]
     if "ablation" in stage_names:
-        jobs += [("codespace", {"group": "g1", "num_codes": k, "variant": f"_k{k}"})
+        jobs += [("codespace", {"group": "g1", "num_codes": k, "variant": f"_k{k}", **cs})
                  for k in ABLATION_CODES]
         jobs += [("translator", {"source": ABLATION_SOURCE, "variant": v})
                  for v in ABLATION_TRANSLATORS]
@@ -104,6 +108,7 @@ def _card(path: Path, result: "stages.StageResult", run: dict[str, Any]) -> None
         lines.append(f"- TensorBoard run: {Path(run['logdir']) / result.name} "
                      f"(`tensorboard --logdir {run['logdir']}`)")
     lines += [f"- {k}: {v}" for k, v in result.extra.items()]
+    lines += _curve_lines(path, result, run)
     lines += ["", "## Metrics", ""] + _metrics_lines(result.name) + [
         "", "Full comparison under the paper's protocol: benchmarks/results/paper_table.md "
         "(`make paper-table`).", ""]
@@ -111,6 +116,24 @@ def _card(path: Path, result: "stages.StageResult", run: dict[str, Any]) -> None
 
 
 PAPER_TABLE = Path("benchmarks/results/paper_table.json")
+
+
+def _curve_lines(path: Path, result: "stages.StageResult", run: dict[str, Any]) -> list[str]:
+    """Learning-curve section of a card: PNG beside the component + table (when the run
+    evaluated the validation split)."""
+    from codealign_ros.train.curves import curve_png, curve_table
+
+    table = curve_table(result.history)
+    if not table:
+        return []
+    png = curve_png(result.history, path.with_name(f"{result.name}_curve.png"), result.name)
+    stopped = any(h.get("stopped_early") for h in result.history)
+    rule = run.get("plateau", "off")
+    return ["", "## Learning curve", "",
+            f"Validation AP every {run.get('eval_every') or result.steps} steps on "
+            f"{run.get('val_frames', '?')} frames of split {run.get('val_split', '?')}; "
+            f"early stop: {rule}{' (stopped early)' if stopped else ''}.", "",
+            f"![learning curve]({png.name})" if png else "", "", *table]
 
 
 def _metrics_lines(name: str) -> list[str]:
@@ -155,7 +178,7 @@ def rewrite_cards(out: Path) -> int:
         trainable = sum(p.numel() for _, p in _trainable_state(state, run["stage"], kw))
         result = stages.StageResult(name, path, len(history),
                                     sum(h.get("seconds", 0.0) for h in history), first, last,
-                                    trainable)
+                                    trainable, history=history)
         _card(path, result, run)
         count += 1
     return count
@@ -176,10 +199,13 @@ def _trainable_state(state: dict[str, Any], stage: str,
                      kw: dict[str, Any]) -> list[tuple[str, Any]]:
     """(name, tensor) of the parameters a stage trained, from its checkpoint."""
     modules = state["modules"]
+    from codealign_ros.train.stages import backend_trained
+
     keep = {"base": ("encoder", "backend"), "codespace": ("adapters", "codebook"),
             "translator": ("translator",), "heal": ("encoder",)}[stage]
-    if stage == "codespace" and len(groups()[kw["group"]]) > 1:
-        keep = (*keep, "backend")  # a multi-modality group trains its shared backend
+    if stage == "codespace" and backend_trained(kw.get("backend_mode", "auto"),
+                                                groups()[kw["group"]]):
+        keep = (*keep, "backend")  # e.g. a multi-modality group trains its shared backend
     return [(k, v) for m in keep for k, v in modules[m].items()
             if v.is_floating_point() and "running_" not in k and "usage" not in k]
 
@@ -215,6 +241,7 @@ def _train(args: argparse.Namespace, accel: "Accel") -> int:
     from codealign_ros.train.distributed import barrier
     from codealign_ros.train.loop import LoopConfig
     from codealign_ros.train.samples import load_frames
+    from codealign_ros.train.validate import card_entry, during_training
     import torch
 
     torch.set_num_threads(args.threads)
@@ -236,45 +263,56 @@ def _train(args: argparse.Namespace, accel: "Accel") -> int:
     frames: dict[str, list] = {}
     data = stages.StageData(profile, frames, batch_size=args.batch, seed=args.seed,
                             max_agents=args.max_agents, workers=args.workers, accel=accel)
+    eval_every = args.eval_every if args.eval_every >= 0 else int(
+        profile["train"].get("eval_every", 0))
     LOG.info("training on %s, batch %d per process, %d DataLoader workers", accel.describe(),
              args.batch, args.workers)
     store = ModelStore(out, profile)
     only = set(args.only.split(",")) if args.only else None
     val = _validation_frames(args) if accel.main else []
-    for stage, kwargs in plan(names):
+    loaded: dict[tuple[str, bool], list] = {}
+    for stage, kwargs in plan(names, args.codespace_backend, args.codebook_init):
         label = "_".join(str(v) for v in kwargs.values())
         if only and not only & {str(v) for v in kwargs.values()}:
             continue
         needed = _groups_used(stage, kwargs)
+        cameras = _needs_cameras(stage, kwargs)
         for g in needed:
-            if g not in frames:
-                frames[g] = load_frames(args.data, args.split, split[g])
-                LOG.info("loaded %d frames of group %s", len(frames[g]), g)
+            if (g, cameras) not in loaded:
+                started = time.perf_counter()
+                loaded[g, cameras] = load_frames(args.data, args.split, split[g], cameras)
+                LOG.info("loaded %d frames of group %s (%s) in %.1f s", len(loaded[g, cameras]),
+                         g, "with images" if cameras else "LiDAR only",
+                         time.perf_counter() - started)
+            frames[g] = loaded[g, cameras]
         cfg = LoopConfig(steps=int(args.steps or steps[stage if stage != "ablation" else
                                                          "codespace"]),
                          lr=float(profile["train"]["lr"]),
                          weight_decay=float(profile["train"]["weight_decay"]), seed=args.seed,
-                         progress=not args.no_progress, logdir=str(logdir))
+                         progress=not args.no_progress, logdir=str(logdir),
+                         eval_every=eval_every, plateau_evals=args.plateau,
+                         plateau_gain=args.plateau_gain)
         run = {"stage": stage, "kwargs": kwargs, "profile": profile.name, "data": str(args.data),
                "split": args.split, "groups_used": needed,
                "scenarios": [s for g in needed for s in split[g]],
                "batch": args.batch * accel.world, "lr": cfg.lr, "steps": cfg.steps,
-               "max_agents": args.max_agents, "seed": args.seed, "commit": _git_commit(),
+               "max_agents": data.max_agents, "seed": args.seed, "commit": _git_commit(),
+               "eval_every": eval_every, "plateau": cfg.plateau.describe(),
+               "val_split": args.val_split, "val_frames": len(val),
                "host": args.host or accel.describe(), "device": str(accel.device),
                "amp": str(accel.amp_dtype or "off"), "processes": accel.world,
                "logdir": str(logdir)}
         if accel.main:
             (out / "checkpoints" / f"{stage}_{label}.yaml").write_text(yaml.safe_dump(run))
         started = time.perf_counter()
+        data.validate = during_training(out, profile, stage, kwargs, val) if val else None
         result = _run_stage(stage, kwargs, data, store, out, cfg)
         barrier()  # every rank waits for rank 0's component before the next stage loads it
         store._files.clear()  # newly written components replace cached ones
         if accel.main:
-            if val:
-                from codealign_ros.train.validate import log_validation
-
-                result.extra.update(log_validation(out, profile, stage, kwargs, result,
-                                                   val, logdir))
+            points = [h for h in result.history if "val_ap50" in h]
+            if points:
+                result.extra.update(card_entry(stage, kwargs, points[-1], len(val)))
             _card(result.path, result, run)
         LOG.info("%s done in %.0f s", result.name, time.perf_counter() - started)
     return 0
@@ -300,6 +338,13 @@ def _scenarios(root: Path, split: str) -> list[str]:
     return OPV2VDataset(root, split).scenarios()
 
 
+def _needs_cameras(stage: str, kw: dict[str, Any]) -> bool:
+    """Whether a job trains on a camera modality (else its frames load without images)."""
+    mods = [kw["modality"]] if stage in ("base", "heal") else groups()[kw.get("group")
+                                                                       or kw["source"]]
+    return any(lookup("modalities", "modalities", m, "sensor") == "camera" for m in mods)
+
+
 def _groups_used(stage: str, kw: dict[str, Any]) -> list[str]:
     if stage in ("base", "heal"):
         return [group_of(kw["modality"])]
@@ -314,7 +359,9 @@ def _run_stage(stage: str, kw: dict[str, Any], data: "stages.StageData", store: 
         return stages.train_base(data, kw["modality"], out, cfg)
     if stage == "codespace":
         return stages.train_codespace(data, store, kw["group"], out, cfg,
-                                      kw.get("num_codes"), kw.get("variant", ""))
+                                      kw.get("num_codes"), kw.get("variant", ""),
+                                      kw.get("backend_mode", "auto"),
+                                      kw.get("init", "kmeans"))
     if stage == "translator":
         return stages.train_translator(data, store, kw["source"], out, cfg,
                                        kw.get("variant", "uct"))
@@ -350,8 +397,28 @@ def add_train_parser(sub: Any) -> argparse.ArgumentParser:
                    help="split for the end-of-stage validation AP (OPV2V: validate)")
     p.add_argument("--val-frames", type=int, default=8,
                    help="frames of --val-split evaluated after each stage (0: none)")
+    p.add_argument("--eval-every", type=int, default=-1,
+                   help="validation AP every N steps during each stage, for the learning "
+                        "curve in the model card (0: at the end only; default: the profile's "
+                        "train.eval_every, else 0)")
+    p.add_argument("--plateau", type=int, default=0, metavar="K",
+                   help="early stop when the best val AP50 of the last K evaluations is at "
+                        "most --plateau-gain above the best before them (0: off)")
+    p.add_argument("--plateau-gain", type=float, default=0.005,
+                   help="AP50 gain (fraction, 0.005 = 0.5 AP) that counts as progress")
+    p.add_argument("--codespace-backend", choices=("auto", "frozen", "trained"),
+                   default="auto",
+                   help="code-space stage: train the group backend or keep the base one "
+                        "frozen (auto: the paper, trained only for multi-modality groups); "
+                        "recorded in the component meta, run config and model card")
+    p.add_argument("--codebook-init", choices=("kmeans", "revive"), default="kmeans",
+                   help="codebook start: k-means over a few batches of adapted features, "
+                        "or random codes revived from one batch (the former behaviour)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-agents", type=int, default=2, help="agents per training sample")
+    p.add_argument("--max-agents", type=int, default=None,
+                   help="agents per training sample, ego included (0: every agent in comm "
+                        "range; default: what evaluation fuses, config/groups.yaml "
+                        "data.max_agents)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1: run two jobs side by side on 2 cores instead)")
     p.add_argument("--ablation", action="store_true", help="with --stage all: ablations too")

@@ -2,7 +2,7 @@
 
 - `CoopDataset`: one item per (frame, ego agent) of ONE group's frames (isolation: a stage
   only ever sees its own group's scenarios); modalities are cycled over the agents from an
-  offset and peers subsampled to `max_agents`, both drawn from a per-item RNG seeded by
+  offset and peers subsampled to `max_agents` (0: all, as evaluation), both drawn from a per-item RNG seeded by
   (seed, epoch, item), so an item is the same in every worker and every process.
 - `Collate`: samples -> `Batch` (voxelisation, pillar/image inputs, camera depth targets) in
   the DataLoader workers, with a per-worker input cache.
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from codealign_ros.data.types import CooperativeFrame
+from codealign_ros.data.types import AgentFrame, CooperativeFrame
 from codealign_ros.models.profile import Profile
 from codealign_ros.train.depth import lidar_depth_maps
 from codealign_ros.train.samples import Batch, InputCache, Sample, make_batch, make_sample
@@ -31,7 +31,7 @@ class CoopDataset(Dataset):
     """(frame, ego) items of one group's frames; index k = epoch * n + item (see StepLoader)."""
 
     def __init__(self, frames: Sequence[CooperativeFrame], modalities: Sequence[str],
-                 profile: Profile, seed: int = 0, max_agents: int = 2,
+                 profile: Profile, seed: int = 0, max_agents: int = 0,
                  min_items: int = 1) -> None:
         if not frames:
             raise ValueError("CoopDataset: no frames (is the group's training split empty?)")
@@ -53,7 +53,7 @@ class CoopDataset(Dataset):
         modality_of = {n: self.modalities[(offset + i) % len(self.modalities)]
                        for i, n in enumerate(order)}
         sample = make_sample(frame, modality_of, self.profile, ego_id=ego)
-        if len(sample.agents) > self.max_agents:
+        if self.max_agents and len(sample.agents) > self.max_agents:
             keep = [0, *sorted(rng.sample(range(1, len(sample.agents)), self.max_agents - 1))]
             sample.agents = [sample.agents[i] for i in keep]
             sample.modalities = [sample.modalities[i] for i in keep]
@@ -61,20 +61,32 @@ class CoopDataset(Dataset):
 
 
 class Collate:
-    """Samples -> Batch; `depth_size` (w, h) adds LiDAR depth targets for camera encoders."""
+    """Samples -> Batch; `depth_size` (w, h) adds LiDAR depth targets for camera encoders,
+    computed once per (frame, agent) and cached (at most `max_depth` maps per worker)."""
 
-    def __init__(self, profile: Profile, depth_size: tuple[int, int] | None = None) -> None:
-        self.profile, self.depth_size = profile, depth_size
+    def __init__(self, profile: Profile, depth_size: tuple[int, int] | None = None,
+                 max_depth: int = 20_000) -> None:
+        self.profile, self.depth_size, self.max_depth = profile, depth_size, max_depth
         self.cache: InputCache | None = None  # built lazily: one per worker process
+        self.depth: dict[tuple[str, str], np.ndarray] = {}
+
+    def _depth(self, frame_key: str, agent: AgentFrame) -> np.ndarray:
+        key = (frame_key, agent.agent_id)
+        maps = self.depth.get(key)
+        if maps is None:
+            assert self.depth_size is not None
+            maps = lidar_depth_maps(agent, self.depth_size)
+            if len(self.depth) < self.max_depth:
+                self.depth[key] = maps
+        return maps
 
     def __call__(self, samples: list[Sample]) -> Batch:
         if self.cache is None:
             self.cache = InputCache(self.profile)
         batch = make_batch(samples, self.profile, self.cache)
         if self.depth_size is not None:
-            agents = [a for s in samples for a in s.agents]
-            batch.depth = torch.from_numpy(
-                np.stack([lidar_depth_maps(a, self.depth_size) for a in agents]))
+            batch.depth = torch.from_numpy(np.stack(
+                [self._depth(s.key.rsplit("/", 1)[0], a) for s in samples for a in s.agents]))
         return batch
 
 

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from codealign_ros.train.curves import Plateau
 from codealign_ros.train.distributed import Accel, barrier, current
 from codealign_ros.train.tb import RunLog, run_dir
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 LOG = logging.getLogger("codealign.train")
 StepFn = Callable[[int], tuple[Tensor, dict[str, float]]]
 BatchStepFn = Callable[[int, Any], tuple[Tensor, dict[str, float]]]
+ValidateFn = Callable[[], dict[str, float]]  # {"val_ap30", "val_ap50", "val_ap70"}
 
 
 @dataclass
@@ -38,6 +40,13 @@ class LoopConfig:
     grad_clip: float = 10.0
     progress: bool = True
     logdir: str = ""  # TensorBoard root ("" = none)
+    eval_every: int = 0  # validation AP every this many steps (0: none during training)
+    plateau_evals: int = 0  # early stop (train/curves.py Plateau): 0 = off
+    plateau_gain: float = 0.005  # ... unless AP50 rose more than this over plateau_evals evals
+
+    @property
+    def plateau(self) -> "Plateau":
+        return Plateau(self.plateau_evals, self.plateau_gain)
 
 
 def seed_everything(seed: int) -> None:
@@ -89,7 +98,8 @@ class _StepModule(nn.Module):
 
 def fit(name: str, modules: dict[str, nn.Module], params: list[nn.Parameter] | list[dict],
         step_fn: StepFn | BatchStepFn, cfg: LoopConfig, checkpoint: Path | None = None,
-        loader: "StepLoader | None" = None, accel: Accel | None = None) -> list[dict]:
+        loader: "StepLoader | None" = None, accel: Accel | None = None,
+        validate: ValidateFn | None = None) -> list[dict]:
     """Run `cfg.steps` optimiser steps over `params` (parameters, or param groups
     {"params": [...], "lr_scale": k} for a k-times higher lr) of `step_fn(step, batch)` on the
     batches of `loader` (or `step_fn(step)` without one), returning (loss, float parts).
@@ -99,6 +109,11 @@ def fit(name: str, modules: dict[str, nn.Module], params: list[nn.Parameter] | l
     writes the checkpoint and the TensorBoard run `cfg.logdir/<checkpoint name>` (losses, lr,
     step and data-wait times). `modules` are saved in the checkpoint and restored when it
     exists, so an interrupted run resumes where it stopped, with the same batches.
+
+    `validate` (rank 0; its modules are in eval mode meanwhile) is called every
+    `cfg.eval_every` steps and at the last step; its AP lands in that step's history record
+    and in TensorBoard (val/ap*), and the run stops early once `cfg.plateau` is reached
+    (the record then carries "stopped_early"; a resumed stopped run does not continue).
     """
     if not params:
         raise ValueError(f"{name}: nothing to train")
@@ -127,6 +142,9 @@ def fit(name: str, modules: dict[str, nn.Module], params: list[nn.Parameter] | l
                                          if accel.cuda else None, find_unused_parameters=True)
     log = RunLog(run_dir(Path(cfg.logdir), checkpoint.stem if checkpoint else name)
                  if cfg.logdir and accel.main else None)
+    if history and history[-1].get("stopped_early"):
+        LOG.info("%s: stopped early at step %d (plateau), not continued", name, start)
+        return history
     batches = loader.batches(start) if loader is not None else None
     bar = tqdm(total=cfg.steps, initial=start, desc=name, dynamic_ncols=True, leave=True,
                disable=not (cfg.progress and accel.main))
@@ -160,14 +178,51 @@ def fit(name: str, modules: dict[str, nn.Module], params: list[nn.Parameter] | l
                            "lr": lr, "time/step_s": t2 - t0, "time/data_s": t1 - t0})
         bar.update(1)
         bar.set_postfix(loss=f"{history[-1]['loss']:.3f}")
-        if checkpoint is not None and (step + 1) % cfg.checkpoint_every == 0 and accel.main:
+        stop = False
+        if validate is not None and (step + 1 == cfg.steps or cfg.eval_every > 0
+                                     and (step + 1) % cfg.eval_every == 0):
+            stop = _validate(name, step, modules, validate, history, log, cfg, accel)
+        if checkpoint is not None and accel.main and (
+                stop or (step + 1) % cfg.checkpoint_every == 0):
             _save(checkpoint, modules, optim, sched, step + 1, history)
+        if stop:
+            break
     bar.close()
     log.close()
+    done = history[-1]["step"] + 1 if history else cfg.steps
     if checkpoint is not None and accel.main:
-        _save(checkpoint, modules, optim, sched, cfg.steps, history)
+        _save(checkpoint, modules, optim, sched, done, history)
     barrier()
     return history
+
+
+def _validate(name: str, step: int, modules: dict[str, nn.Module], validate: ValidateFn,
+              history: list[dict], log: RunLog, cfg: LoopConfig, accel: Accel) -> bool:
+    """Validation AP of the modules now (rank 0) into history / TensorBoard; whether the
+    plateau rule stops the run (rank 0's decision, broadcast to every rank)."""
+    stop = torch.zeros(1)
+    if accel.main:
+        modes = {k: m.training for k, m in modules.items()}
+        try:
+            aps = validate()
+        finally:
+            for k, m in modules.items():
+                m.train(modes[k])
+        if aps:
+            history[-1].update(aps)
+            log.scalars(step, {k.replace("val_", "val/"): v for k, v in aps.items()})
+            curve = [h["val_ap50"] for h in history if "val_ap50" in h]
+            if step + 1 < cfg.steps and cfg.plateau.reached(curve):
+                LOG.info("%s: validation AP50 plateaued at step %d (%s)", name, step + 1,
+                         cfg.plateau.describe())
+                history[-1]["stopped_early"] = True
+                stop[0] = 1.0
+    if accel.distributed:
+        import torch.distributed as dist
+
+        stop = stop.to(accel.device)
+        dist.broadcast(stop, 0)
+    return bool(stop.item())
 
 
 def write_history(path: Path, history: list[dict], config: LoopConfig) -> None:

@@ -17,7 +17,7 @@ from codealign_ros.models.encoders.inputs import collate, encoder_inputs
 from codealign_ros.models.profile import Profile
 from codealign_ros.models.warp import normalized_affine, relative_transform
 
-__all__ = ["Sample", "Batch", "load_frames", "make_sample", "InputCache", "make_batch",
+__all__ = ["Sample", "Batch", "load_frames", "make_sample", "sample_agents", "InputCache", "make_batch",
            "ego_ground_truth", "encode_batch"]
 
 
@@ -95,14 +95,30 @@ def ego_ground_truth(frame: CooperativeFrame, ego: AgentFrame, profile: Profile)
     return boxes[inside & not_ego].astype(np.float32)
 
 
+def sample_agents() -> int:
+    """Agents per cooperative sample, ego included, that evaluation fuses and training uses
+    by default (config/groups.yaml data.max_agents; 0 = every agent within comm range)."""
+    value = int(lookup("groups", "data", "max_agents"))
+    if value < 0 or value == 1:
+        raise ValueError(f"config/groups.yaml data.max_agents must be 0 or >= 2, got {value}")
+    return value
+
+
 def make_sample(frame: CooperativeFrame, modality_of: dict[str, str], profile: Profile,
                 ego_id: str | None = None) -> Sample:
-    """Sample with `ego_id` (default: the frame's ego) and its peers within comm range."""
+    """Sample with `ego_id` (default: the frame's ego) and its peers within comm range (the
+    nearest `sample_agents() - 1` of them when that is not 0)."""
     ego_id = ego_id or frame.ego_id
     ego = frame.agents[ego_id]
     comm = float(lookup("groups", "data", "comm_range"))
+    dist = {name: float(np.hypot(*(a.lidar_pose[:2, 3] - ego.lidar_pose[:2, 3])))
+            for name, a in frame.agents.items()}
     peers = [a for name, a in frame.agents.items() if name != ego_id and name in modality_of
-             and np.hypot(*(a.lidar_pose[:2, 3] - ego.lidar_pose[:2, 3])) <= comm]
+             and dist[name] <= comm]
+    cap = sample_agents()
+    if cap and len(peers) > cap - 1:
+        nearest = sorted(peers, key=lambda a: dist[a.agent_id])[: cap - 1]
+        peers = [a for a in peers if a in nearest]
     agents = [ego, *peers]
     return Sample(f"{frame.scenario}/{frame.timestamp}/{ego_id}", agents,
                   [modality_of[a.agent_id] for a in agents],

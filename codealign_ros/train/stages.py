@@ -13,6 +13,7 @@ Isolation: every stage draws frames only from the scenarios of the group it trai
 """
 from __future__ import annotations
 
+import collections
 import copy
 import logging
 import random
@@ -36,8 +37,8 @@ from codealign_ros.models.translator import UnifiedCodeTranslator
 from codealign_ros.models.warp import warp_with_theta
 from codealign_ros.train.dataset import Collate, CoopDataset, StepLoader
 from codealign_ros.train.distributed import Accel, broadcast_module
-from codealign_ros.train.loop import LoopConfig, fit, smoothed
-from codealign_ros.train.samples import Batch, InputCache, encode_batch
+from codealign_ros.train.loop import LoopConfig, ValidateFn, fit, smoothed
+from codealign_ros.train.samples import Batch, InputCache, encode_batch, sample_agents
 
 LOG = logging.getLogger("codealign.train")
 COMMITMENT = 0.25  # VQ-VAE beta
@@ -67,15 +68,25 @@ class StageData:
     frames: dict[str, list[CooperativeFrame]]  # group -> its frames (isolation)
     batch_size: int = 2
     seed: int = 0
-    max_agents: int = 2  # agents per training sample (ego + nearest peers): cost vs context
+    max_agents: int | None = None  # agents per training sample; None: as evaluation
+    # (config/groups.yaml data.max_agents; 0 = every agent within comm_range)
     workers: int = 0  # DataLoader worker processes (0: batches built in the training process)
     accel: Accel = field(default_factory=Accel)
     feature_budget: float = 4e9  # bytes of cached frozen-encoder features (then recomputed)
     features: dict[tuple[str, str, str], Tensor] = field(default_factory=dict)
+    # validation hook of the stage being run (train/validate.py during_training): given the
+    # stage's save(), a function returning val AP of the weights now; None = no validation
+    validate: Callable[[Callable[[], None]], ValidateFn] | None = None
 
     def __post_init__(self) -> None:
         self.cache = InputCache(self.profile)  # sensor / encoder kind look-ups
         self.rng = random.Random(self.seed)
+        if self.max_agents is None:
+            self.max_agents = sample_agents()
+
+    def hook(self, save: Callable[[], None]) -> ValidateFn | None:
+        """The validation function of the stage whose component `save` writes."""
+        return None if self.validate is None else self.validate(save)
 
     def loader(self, group: str, modalities: list[str], depth: bool = False) -> StepLoader:
         """Batches of `group`'s frames only, agents cycling through `modalities`; `depth`
@@ -164,6 +175,7 @@ class StageResult:
     loss_last: float
     trainable: int
     extra: dict[str, Any] = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)  # per-step records (+ val AP points)
 
 
 def _finish(name: str, path: Path, history: list[dict], trainable: int,
@@ -174,7 +186,8 @@ def _finish(name: str, path: Path, history: list[dict], trainable: int,
     seconds = sum(h.get("seconds", 0.0) for h in history)
     LOG.info("%s: loss %.3f -> %.3f in %d steps, %.0f s, %d trainable params", name, first,
              last, len(history), seconds, trainable)
-    return StageResult(name, path, len(history), seconds, first, last, trainable, extra)
+    return StageResult(name, path, len(history), seconds, first, last, trainable, extra,
+                       history)
 
 
 def _meta(data: StageData, **kw: Any) -> dict[str, Any]:
@@ -199,14 +212,15 @@ def detector_step(encoder: nn.Module, backend: DetectionBackend, modality: str,
 
 def _detector(data: StageData, name: str, label: str, group: str, modality: str,
               encoder: nn.Module, backend: DetectionBackend, trained: dict[str, nn.Module],
-              out: Path, cfg: LoopConfig) -> list[dict]:
-    """Fit `trained` (modules of encoder / backend) on `group`'s data, all agents `modality`."""
+              out: Path, cfg: LoopConfig, save: Callable[[], None]) -> list[dict]:
+    """Fit `trained` (modules of encoder / backend) on `group`'s data, all agents `modality`;
+    `save` writes the component (for validation during training)."""
     data.to(encoder, backend)
     camera = data.cache.sensor(modality) == "camera"
     params = [p for m in trained.values() for p in m.parameters()]
     return fit(label, trained, params, detector_step(encoder, backend, modality, camera), cfg,
                out / "checkpoints" / f"{name}.ckpt", data.loader(group, [modality], camera),
-               data.accel)
+               data.accel, data.hook(save))
 
 
 def _cpu(state: dict[str, Any]) -> dict[str, Any]:
@@ -226,11 +240,15 @@ def train_base(data: StageData, modality: str, out: Path, cfg: LoopConfig) -> St
     """Stage a: detector of `modality` on its group's scenarios (homogeneous agents)."""
     group, name = group_of(modality), f"base_{modality}"
     encoder, backend = build_encoder(modality, data.profile), DetectionBackend(data.profile)
-    history = _detector(data, name, f"base {modality}", group, modality, encoder, backend,
-                        {"encoder": encoder, "backend": backend}, out, cfg)
     path = out / f"{name}.pt"
-    _save(data, path, "base", {"encoder": encoder.state_dict(), "backend": backend.state_dict()},
-          modality=modality, group=group, steps=cfg.steps)
+
+    def save() -> None:
+        _save(data, path, "base", {"encoder": encoder.state_dict(),
+                                   "backend": backend.state_dict()},
+              modality=modality, group=group, steps=cfg.steps)
+    history = _detector(data, name, f"base {modality}", group, modality, encoder, backend,
+                        {"encoder": encoder, "backend": backend}, out, cfg, save)
+    save()
     return _finish(name, path, history, trainable_parameters(encoder, backend), group=group)
 
 
@@ -244,10 +262,49 @@ def valid_mask(theta: Tensor, shape: tuple[int, int]) -> Tensor:
     return (warp_with_theta(ones, theta) > 0.99).float()
 
 
+BACKEND_MODES = ("auto", "frozen", "trained")
+CODEBOOK_INITS = ("kmeans", "revive")
+INIT_BATCHES = 4  # batches of adapted features the codebook k-means runs over
+REVIVE_EVERY = 25  # steps between dead-code revivals
+USAGE_WINDOW = 10  # training batches over which the model card counts unused codes
+
+
+def backend_trained(mode: str, modalities: list[str]) -> bool:
+    """Whether the code-space stage trains the group backend: "auto" is the paper (trained
+    for a multi-modality group, frozen for a single one), "frozen" / "trained" force it (the
+    two single-group strategies of the paper's Table 7)."""
+    if mode not in BACKEND_MODES:
+        raise ValueError(f"codespace backend must be one of {BACKEND_MODES}, got {mode!r}")
+    return len(modalities) > 1 if mode == "auto" else mode == "trained"
+
+
+def _init_codebook(data: StageData, codebook: Codebook, init: str, batches: Any,
+                   adapt: Callable[[Batch], Tensor]) -> dict[str, float]:
+    """Codes from `INIT_BATCHES` batches of adapted features: k-means (kmeans_init) or, as
+    before, random codes with usage zeroed and revived from one batch ("revive")."""
+    if init not in CODEBOOK_INITS:
+        raise ValueError(f"codebook init must be one of {CODEBOOK_INITS}, got {init!r}")
+    codebook.train()
+    gen = torch.Generator().manual_seed(data.seed)
+    with torch.no_grad():
+        feats = [adapt(next(batches).to(data.accel.device))
+                 for _ in range(INIT_BATCHES if init == "kmeans" else 1)]
+    if init == "kmeans":
+        stats = codebook.kmeans_init(feats, generator=gen)
+    else:
+        codebook.usage.zero_()
+        stats = {"revived": float(codebook.revive_dead_codes(feats[0], generator=gen))}
+    broadcast_module(codebook)  # data-dependent: keep the replicas identical
+    LOG.info("codebook init (%s): %s", init, {k: round(v, 4) for k, v in stats.items()})
+    return stats
+
+
 def train_codespace(data: StageData, store: ModelStore, group: str, out: Path,
-                    cfg: LoopConfig, num_codes: int | None = None,
-                    variant: str = "") -> StageResult:
-    """Stage b: adapters + codebook (+ backend for multi-modality groups) of `group`."""
+                    cfg: LoopConfig, num_codes: int | None = None, variant: str = "",
+                    backend_mode: str = "auto", init: str = "kmeans") -> StageResult:
+    """Stage b: adapters + codebook (+ the backend, see `backend_trained`) of `group`; the
+    codebook starts from k-means over a few batches of adapted features (`init`), dead codes
+    are revived every REVIVE_EVERY steps."""
     mods = groups()[group]
     num_codes = num_codes or data.profile.num_codes
     encoders = {m: store.encoder(m) for m in mods}
@@ -257,24 +314,29 @@ def train_codespace(data: StageData, store: ModelStore, group: str, out: Path,
                               for m in mods})
     codebook = Codebook(num_codes, data.profile.channels)
     backend = copy.deepcopy(store.base_backend(mods[0]))
-    shared = len(mods) > 1
+    shared = backend_trained(backend_mode, mods)
     for p in backend.parameters():
         p.requires_grad_(shared)
     backend.train(shared)
     data.to(*encoders.values(), adapters, codebook, backend)
-    initialised = False
+    name = store.codespace_name(group, variant)
+    ckpt = out / "checkpoints" / f"{name}.ckpt"
+    loader = data.loader(group, mods)
+
+    def adapt(batch: Batch) -> Tensor:
+        return apply_per_modality(adapters, encode_frozen(data, encoders, batch), batch)
+
+    recent: collections.deque[Tensor] = collections.deque(maxlen=USAGE_WINDOW)
+    init_stats: dict[str, float] = {}
+    if not ckpt.exists():  # a resumed run restores its codebook from the checkpoint
+        batches = loader.batches(0)
+        init_stats = _init_codebook(data, codebook, init, batches, adapt)
+        batches.close()
 
     def step(i: int, batch: Batch) -> tuple[Tensor, dict[str, float]]:
-        nonlocal initialised
-        feats = encode_frozen(data, encoders, batch)
-        adapted = apply_per_modality(adapters, feats, batch)
-        if not initialised:
-            codebook.train()
-            codebook.usage.zero_()
-            codebook.revive_dead_codes(adapted)
-            broadcast_module(codebook)  # revival is data-dependent: keep replicas identical
-            initialised = True
-        q, _, vq = codebook(adapted)
+        adapted = adapt(batch)
+        q, idx, vq = codebook(adapted)
+        recent.append(torch.bincount(idx.flatten(), minlength=num_codes).cpu())
         outputs = backend(q, batch.theta, batch.sample, batch.size)
         det, parts = backend.loss(outputs, batch.gt_boxes)
         warped = warp_with_theta(adapted, batch.theta)
@@ -282,13 +344,23 @@ def train_codespace(data: StageData, store: ModelStore, group: str, out: Path,
                                     mask=valid_mask(batch.theta, adapted.shape[-2:]),
                                     batch_of=batch.sample)
         loss = det + COSINE_WEIGHT * cos + vq["codebook"] + COMMITMENT * vq["commitment"]
-        if i % 25 == 24:
-            codebook.revive_dead_codes(adapted)
+        revived = 0
+        if i % REVIVE_EVERY == REVIVE_EVERY - 1:
+            revived = codebook.revive_dead_codes(adapted)
             broadcast_module(codebook)
-        return loss, _floats({**parts, "cos": cos, "vq": vq["codebook"]})
+        return loss, _floats({**parts, "cos": cos, "vq": vq["codebook"], "revived": revived,
+                              "dead": len(codebook.dead_codes())})
 
-    name = store.codespace_name(group, variant)
     trained = [adapters, codebook] + ([backend] if shared else [])
+    path = out / f"{name}.pt"
+
+    def save() -> None:
+        _save(data, path, "codespace", {
+            "adapters": {m: a.state_dict() for m, a in adapters.items()},
+            "codebook": codebook.state_dict(), "backend": backend.state_dict()},
+            group=group, modalities=mods, num_codes=num_codes,
+            codebook_hash=codebook.weights_hash(), backend_trained=shared,
+            backend_mode=backend_mode, codebook_init=init, steps=cfg.steps)
     # Adam moves a parameter by about lr per step whatever its gradient; codes must travel the
     # feature scale within a short run, hence a 10x higher learning rate for the codebook.
     params = [{"params": [p for m in trained if m is not codebook for p in m.parameters()
@@ -296,16 +368,17 @@ def train_codespace(data: StageData, store: ModelStore, group: str, out: Path,
               {"params": list(codebook.parameters()), "lr_scale": 10.0}]
     history = fit(f"codespace {group}{variant}", {"adapters": adapters, "codebook": codebook,
                                                    "backend": backend},
-                  params, step, cfg, out / "checkpoints" / f"{name}.ckpt",
-                  data.loader(group, mods), data.accel)
-    path = out / f"{name}.pt"
-    _save(data, path, "codespace", {
-        "adapters": {m: a.state_dict() for m, a in adapters.items()},
-        "codebook": codebook.state_dict(), "backend": backend.state_dict()},
-        group=group, modalities=mods, num_codes=num_codes,
-        codebook_hash=codebook.weights_hash(), backend_trained=shared, steps=cfg.steps)
+                  params, step, cfg, ckpt, loader, data.accel, data.hook(save))
+    save()
+    dead = len(codebook.dead_codes())
+    unused = int((torch.stack(list(recent)).sum(0) == 0).sum()) if recent else -1
     return _finish(name, path, history, trainable_parameters(*trained),
-                   codebook_hash=codebook.weights_hash(), num_codes=num_codes)
+                   codebook_hash=codebook.weights_hash(), num_codes=num_codes,
+                   backend=f"{'trained' if shared else 'frozen'} ({backend_mode})",
+                   codebook_init=init + (f" (k-means error {init_stats['error']:.4f})"
+                                         if "error" in init_stats else ""),
+                   dead_codes_at_end=dead, **{
+                       f"codes unused in the last {USAGE_WINDOW} batches": unused})
 
 
 def train_translator(data: StageData, store: ModelStore, source: str, out: Path,
@@ -345,13 +418,17 @@ def train_translator(data: StageData, store: ModelStore, source: str, out: Path,
 
     name = f"uct_{source}" if variant == "uct" else f"uct_{source}_{variant}"
     params = [p for p in uct.parameters() if p.requires_grad]
-    history = fit(f"translator {source} ({variant})", {"translator": uct}, params, step, cfg,
-                  out / "checkpoints" / f"{name}.ckpt", data.loader(source, mods), data.accel)
     path = out / f"{name}.pt"
-    _save(data, path, "translator", {"translator": uct.state_dict()}, source=source,
-          targets={t: cb.num_codes for t, cb in codebooks.items()},
-          target_hashes={t: cb.weights_hash() for t, cb in codebooks.items()},
-          hidden=data.profile.channels, variant=variant, steps=cfg.steps)
+
+    def save() -> None:
+        _save(data, path, "translator", {"translator": uct.state_dict()}, source=source,
+              targets={t: cb.num_codes for t, cb in codebooks.items()},
+              target_hashes={t: cb.weights_hash() for t, cb in codebooks.items()},
+              hidden=data.profile.channels, variant=variant, steps=cfg.steps)
+    history = fit(f"translator {source} ({variant})", {"translator": uct}, params, step, cfg,
+                  out / "checkpoints" / f"{name}.ckpt", data.loader(source, mods), data.accel,
+                  data.hook(save))
+    save()
     return _finish(name, path, history, trainable_parameters(uct), variant=variant,
                    switching={t: uct.switching_parameters(t) for t in targets})
 
@@ -365,11 +442,14 @@ def train_heal(data: StageData, store: ModelStore, modality: str, group: str, ou
     encoder.load_state_dict(store.encoder(modality).state_dict())
     backend = freeze(store.base_backend(groups()[group][0]))
     name = f"heal_{modality}_{group}"
-    history = _detector(data, name, f"heal {modality}->{group}", own, modality, encoder,
-                        backend, {"encoder": encoder}, out, cfg)
     path = out / f"{name}.pt"
-    _save(data, path, "heal", {"encoder": encoder.state_dict()}, modality=modality,
-          group=group, steps=cfg.steps)
+
+    def save() -> None:
+        _save(data, path, "heal", {"encoder": encoder.state_dict()}, modality=modality,
+              group=group, steps=cfg.steps)
+    history = _detector(data, name, f"heal {modality}->{group}", own, modality, encoder,
+                        backend, {"encoder": encoder}, out, cfg, save)
+    save()
     return _finish(name, path, history, trainable_parameters(encoder))
 
 

@@ -1,15 +1,15 @@
-"""End-of-stage validation AP of a freshly trained component, into its TensorBoard run."""
+"""Validation AP of a component being trained: during training (every N steps, the curve of
+train/curves.py) and at the end of a stage, into its TensorBoard run and model card."""
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from codealign_ros.data.types import CooperativeFrame
 from codealign_ros.models.profile import Profile
 from codealign_ros.models.store import ModelStore, groups
 from codealign_ros.train.evaluate import Variant, evaluate
-from codealign_ros.train.tb import RunLog, run_dir
 
 LOG = logging.getLogger("codealign.train")
 
@@ -30,23 +30,36 @@ def validation_job(stage: str, kw: dict[str, Any]) -> tuple[str, dict[str, Any],
     return "heal", {"ego": gs[kw["group"]][0], "others": [kw["modality"]]}, Variant()
 
 
-def log_validation(out: Path, profile: Profile, stage: str, kw: dict[str, Any], result: Any,
-                   frames: list[CooperativeFrame], logdir: Path | None) -> dict[str, Any]:
-    """AP30/50/70 of the component on `frames`, logged as val/ap* at the stage's last step;
-    returns the model-card entries. A failed evaluation is logged, never fatal."""
+def validation_aps(out: Path, profile: Profile, stage: str, kw: dict[str, Any],
+                   frames: list[CooperativeFrame]) -> dict[str, float]:
+    """{"val_ap30", "val_ap50", "val_ap70"} of the component files now in `out` ({} when the
+    evaluation fails, e.g. an upstream component is missing: logged, never fatal)."""
     method, setting, variant = validation_job(stage, kw)
     try:
         res = evaluate(ModelStore(out, profile), method, setting, frames, variant,
                        progress=False)
     except Exception as exc:  # a missing upstream component must not lose the training
-        LOG.warning("%s: validation skipped (%s)", result.name, exc)
+        LOG.warning("%s %s: validation skipped (%s)", stage, kw, exc)
         return {}
-    aps = {f"val/{k}": float(res[k]) for k in ("ap30", "ap50", "ap70")}
-    log = RunLog(run_dir(logdir, result.name) if logdir else None)
-    log.scalars(max(result.steps - 1, 0), aps)
-    log.close()
-    text = " / ".join(f"{100 * v:.1f}" for v in aps.values())
-    LOG.info("%s: validation AP30/50/70 %s (%s %s+%s, %d frames)", result.name, text, method,
-             setting["ego"], ",".join(setting["others"]), len(frames))
+    return {f"val_{k}": float(res[k]) for k in ("ap30", "ap50", "ap70")}
+
+
+def during_training(out: Path, profile: Profile, stage: str, kw: dict[str, Any],
+                    frames: list[CooperativeFrame]) -> Callable[[Callable[[], None]],
+                                                                Callable[[], dict[str, float]]]:
+    """The validation hook of a stage: given the stage's `save` (writes the component file
+    from the modules being trained), a function returning the AP of those weights now."""
+    def bind(save: Callable[[], None]) -> Callable[[], dict[str, float]]:
+        def run() -> dict[str, float]:
+            save()
+            return validation_aps(out, profile, stage, kw, frames)
+        return run
+    return bind
+
+
+def card_entry(stage: str, kw: dict[str, Any], aps: dict[str, float], frames: int) -> dict[str, Any]:
+    """The model-card line of a final validation AP."""
+    method, setting, _ = validation_job(stage, kw)
+    text = " / ".join(f"{100 * aps[k]:.1f}" for k in ("val_ap30", "val_ap50", "val_ap70"))
     return {"Validation AP30/50/70": f"{text} ({method}, {setting['ego']}+"
-            f"{','.join(setting['others'])}, {len(frames)} frames)"}
+            f"{','.join(setting['others'])}, {frames} frames)"}
