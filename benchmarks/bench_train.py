@@ -63,6 +63,8 @@ def measure(args: argparse.Namespace, data_root: Path, workers: int) -> dict[str
         frames = {group: load_frames(data_root, "train", split["train"][group], cameras)}
         loads.append(time.perf_counter() - t0)
     kw: dict[str, Any] = {"batch_size": args.batch, "seed": 0}
+    if args.max_agents is not None:
+        kw["max_agents"] = args.max_agents
     fields = {f.name for f in dataclasses.fields(stages.StageData)}
     if "workers" in fields:  # this tree has the DataLoader
         from codealign_ros.train.distributed import setup
@@ -91,7 +93,7 @@ def measure(args: argparse.Namespace, data_root: Path, workers: int) -> dict[str
             "device": str(accel.device) if accel else "cpu",
             "amp": str(accel.amp_dtype) if accel and accel.amp_dtype else "off",
             "workers": workers, "batch": args.batch, "steps": len(history),
-            "images": cameras, "frames": len(frames[group]),
+            "images": cameras, "max_agents": data.max_agents, "frames": len(frames[group]),
             "load_first_s": round(loads[0], 2), "load_again_s": round(loads[1], 2),
             "timed_steps": len(timed), "steps_per_s": round(len(timed) / seconds, 3),
             "data_wait_share": round(waiting / seconds, 3) if "data_seconds" in timed[0]
@@ -102,7 +104,7 @@ def measure(args: argparse.Namespace, data_root: Path, workers: int) -> dict[str
 
 def _table(rows: list[dict[str, Any]]) -> str:
     cols = ["loop", "profile", "modality", "device", "amp", "workers", "batch", "timed_steps",
-            "steps_per_s", "data_wait_share", "gpu_peak_mb", "images", "frames",
+            "steps_per_s", "data_wait_share", "gpu_peak_mb", "max_agents", "images", "frames",
             "load_first_s", "load_again_s"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(r.get(c)) for c in cols) + " |" for r in rows]
@@ -123,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", default="0,2", help="comma list of DataLoader worker counts")
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     p.add_argument("--amp", action="store_true")
+    p.add_argument("--max-agents", type=int, default=None,
+                   help="agents per sample (default: the tree's default; this tree: as "
+                        "evaluation, config/groups.yaml data.max_agents)")
     p.add_argument("--images", choices=("auto", "always"), default="auto",
                    help="load camera images only for a camera modality (auto, as `codealign "
                         "train`) or always (as before)")
