@@ -130,7 +130,8 @@ def _curve_lines(path: Path, result: "stages.StageResult", run: dict[str, Any]) 
     stopped = any(h.get("stopped_early") for h in result.history)
     rule = run.get("plateau", "off")
     return ["", "## Learning curve", "",
-            f"Validation AP every {run.get('eval_every') or result.steps} steps on "
+            f"Validation AP {'every %s steps and ' % run['eval_every'] if run.get('eval_every') else ''}"
+            f"at the last step on "
             f"{run.get('val_frames', '?')} frames of split {run.get('val_split', '?')}; "
             f"early stop: {rule}{' (stopped early)' if stopped else ''}.", "",
             f"![learning curve]({png.name})" if png else "", "", *table]
@@ -269,7 +270,12 @@ def _train(args: argparse.Namespace, accel: "Accel") -> int:
              args.batch, args.workers)
     store = ModelStore(out, profile)
     only = set(args.only.split(",")) if args.only else None
-    val = _validation_frames(args) if accel.main else []
+    # every rank must agree on validating (rank 0 evaluates, the others wait for its verdict)
+    validating = args.val_frames > 0 and (Path(args.data) / args.val_split).is_dir()
+    if args.val_frames > 0 and not validating:
+        LOG.warning("no %s split under %s: no validation AP in the logs", args.val_split,
+                    args.data)
+    val = _validation_frames(args) if accel.main and validating else []
     loaded: dict[tuple[str, bool], list] = {}
     for stage, kwargs in plan(names, args.codespace_backend, args.codebook_init):
         label = "_".join(str(v) for v in kwargs.values())
@@ -305,7 +311,8 @@ def _train(args: argparse.Namespace, accel: "Accel") -> int:
         if accel.main:
             (out / "checkpoints" / f"{stage}_{label}.yaml").write_text(yaml.safe_dump(run))
         started = time.perf_counter()
-        data.validate = during_training(out, profile, stage, kwargs, val) if val else None
+        data.validate = during_training(out, profile, stage, kwargs, val) if validating \
+            else None
         result = _run_stage(stage, kwargs, data, store, out, cfg)
         barrier()  # every rank waits for rank 0's component before the next stage loads it
         store._files.clear()  # newly written components replace cached ones
@@ -322,13 +329,7 @@ def _validation_frames(args: argparse.Namespace) -> list:
     """Frames for the end-of-stage validation AP (`--val-frames` of `--val-split`)."""
     from codealign_ros.train.samples import load_frames
 
-    if args.val_frames <= 0:
-        return []
-    root = Path(args.data)
-    if not (root / args.val_split).is_dir():
-        LOG.warning("no %s split under %s: no validation AP in the logs", args.val_split, root)
-        return []
-    frames = load_frames(root, args.val_split)
+    frames = load_frames(Path(args.data), args.val_split)
     return frames[:: max(1, len(frames) // args.val_frames)][: args.val_frames]
 
 

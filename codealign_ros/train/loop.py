@@ -110,7 +110,7 @@ def fit(name: str, modules: dict[str, nn.Module], params: list[nn.Parameter] | l
     step and data-wait times). `modules` are saved in the checkpoint and restored when it
     exists, so an interrupted run resumes where it stopped, with the same batches.
 
-    `validate` (rank 0; its modules are in eval mode meanwhile) is called every
+    `validate` (given on every rank or none; only rank 0 calls it) is called every
     `cfg.eval_every` steps and at the last step; its AP lands in that step's history record
     and in TensorBoard (val/ap*), and the run stops early once `cfg.plateau` is reached
     (the record then carries "stopped_early"; a resumed stopped run does not continue).
