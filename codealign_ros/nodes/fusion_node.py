@@ -1,13 +1,16 @@
 """fusion_node: the ego's receiver. CodeMaps in, fused 3D detections out (no sensors here).
 
-Subscribes the V2X code-map topic. Every map is decoded and offered to a `ReceiverPipeline`
-(drops counted by reason, see codealign_ros.pipeline.receiver); each accepted map of the ego
-agent (its own vehicle_node's output, in the ego space) triggers one fusion of the peers'
-newest maps. Publishes, stamped with the ego sensor stamp in the ego grid frame:
+Subscribes the V2X code-map topic. The callback only hands each map to a latest-wins slot
+per (agent, code space) (pipeline.transport: pending maps replaced are counted `superseded`,
+ego frames replaced while fusing `busy`, the RMW's message-lost events `lost`); a worker thread
+decodes and offers the newest maps to a `ReceiverPipeline` (drops counted by reason, see
+codealign_ros.pipeline.receiver); each accepted map of the ego agent (its own vehicle_node's
+output, in the ego space) triggers one fusion of the peers' newest maps. Publishes, stamped with the ego sensor stamp in the ego grid frame:
 codealign_msgs/Detection3DArray (+ vision_msgs/Detection3DArray on `<detections>_vision` when
 vision_msgs is importable), a MarkerArray (DELETEALL, then LINE_LIST boxes + scores),
 `~/latency_ms` (ego sensor stamp -> publish, std_msgs/Float64) and a /diagnostics status each
-second (agents fused, drops and skips by reason, timings).
+second on a steady clock (agents fused, drops and skips by reason, timings, and the ledger
+`ledger_offered` = `ledger_fused` + `ledger_dropped` + `ledger_held`).
 
 Parameters: agent_id (ego), modality ("" = learn it from the ego's first code map), model_dir,
 profile ("" = model_dir's name), backend, cache_dir, max_age_s (peer vs ego stamp),
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from typing import Any
 
@@ -35,9 +39,11 @@ from codealign_ros.core.codemap import CodeMap, CodeMapError
 from codealign_ros.core.stats import DropCounter
 from codealign_ros.nodes.vehicle_node import RateLimitedLog, diagnostic_status
 from codealign_ros.pipeline import PipelineError, ReceiverPipeline, ReceiverResult, drop_reason
+from codealign_ros.pipeline.transport import LatestWins, Worker, ledger
 from codealign_ros.ros import markers
 from codealign_ros.ros.codemap_msg import msg_to_codemap, ns_to_stamp
 from codealign_ros.ros.qos import qos_profile
+from codealign_ros.ros.transport import LostCounter, steady_timer, subscribe_counting_lost
 from codealign_ros.ros.runner import run_node
 
 try:
@@ -94,8 +100,13 @@ class FusionNode(Node):
         self.marker_pub = self.create_publisher(MarkerArray, topic("markers"), out)
         self.latency_pub = self.create_publisher(Float64, "~/latency_ms", out)
         self.diag_pub = self.create_publisher(DiagnosticArray, topic("diagnostics"), out)
-        self.create_subscription(CodeMapMsg, topic("codemap"), self._on_codemap, self._qos())
-        self.create_timer(1.0, self._diagnostics)
+        self.mailbox: LatestWins[tuple[CodeMapMsg, Any, int]] = LatestWins()
+        self.lock = threading.Lock()  # the worker's pipeline vs the diagnostics timer
+        self.lost = LostCounter()
+        self.worker = Worker(self.mailbox, self._process, self.lock, "fusion-worker")
+        subscribe_counting_lost(self, CodeMapMsg, topic("codemap"), self._on_codemap,
+                                self._qos(), self.lost)
+        steady_timer(self, 1.0, self._diagnostics)
 
     def _qos(self) -> QoSProfile:
         """The V2X QoS, with reader history for one map of every allowed peer and the ego."""
@@ -119,7 +130,24 @@ class FusionNode(Node):
 
     # -- input ---------------------------------------------------------------------------------
     def _on_codemap(self, msg: CodeMapMsg, info: Any) -> None:
+        """Executor thread: stamp the arrival, keep only the newest map per slot."""
         now = self.get_clock().now().nanoseconds
+        ego = msg.agent_id == self.ego and (self.pipeline is None
+                                            or msg.code_space == self.pipeline.ego_group)
+        if self.mailbox.put((msg.agent_id, msg.code_space), (msg, info, now), ego):
+            self.log.warning("superseded", "a newer code map replaced a pending one "
+                             "(busy receiver); counted")
+
+    def _process(self, item: tuple[CodeMapMsg, Any, int]) -> None:
+        """Worker thread (holding self.lock): one map through the pipeline (and a fusion for
+        the ego's)."""
+        self._handle(*item)
+
+    def on_shutdown(self) -> None:
+        """Stop the worker before the node is destroyed (called by run_node)."""
+        self.worker.stop()
+
+    def _handle(self, msg: CodeMapMsg, info: Any, now: int) -> None:
         early = self.pipeline and self.pipeline.space_reason(msg.code_space, msg.codebook_hash,
                                                              msg.agent_id)
         if early:  # unusable code space: not even decompressed
@@ -184,15 +212,30 @@ class FusionNode(Node):
         self.latency_pub.publish(Float64(data=self.latency_ms))
         self.last_ego_s, self.last_result = time.monotonic(), result
 
-    def _diagnostics(self) -> None:
+    def transport_ledger(self) -> dict[str, Any]:
+        """offered = fused + dropped (by reason, incl. superseded / busy / lost) + held."""
         stats = self.pipeline.stats() if self.pipeline else {"drops": dict(self.early)}
+        received, pending, transport = self.mailbox.snapshot()
+        return ledger(received, self.lost.total, transport, stats,
+                      pending + self.worker.in_hand)
+
+    def _diagnostics(self) -> None:
+        with self.lock:
+            self._publish_diagnostics()
+
+    def _publish_diagnostics(self) -> None:
+        stats = self.pipeline.stats() if self.pipeline else {"drops": dict(self.early)}
+        book = self.transport_ledger()
         result = self.last_result
         values = {k: v for k, v in stats.items() if k not in ("drops", "skipped", "last_agents")}
         values.update({"agents_fused": len(stats.get("last_agents", [])),
                        "last_agents": ",".join(stats.get("last_agents", [])),
                        "latency_ms": f"{self.latency_ms:.1f}",
                        "boxes": 0 if result is None else len(result.boxes),
-                       **{f"drop_{k}": v for k, v in sorted(stats["drops"].items())},
+                       **{f"drop_{k}": v for k, v in book["drops"].items()},
+                       **{f"ledger_{k}": book[k] for k in ("offered", "fused", "dropped",
+                                                            "held")},
+                       "message_lost_supported": self.lost.supported,
                        **{f"skipped_{k}": v for k, v in sorted(stats.get("skipped", {}).items())},
                        **({} if result is None else
                           {k: f"{v:.2f}" for k, v in result.timings.items()})})

@@ -39,6 +39,7 @@ from codealign_ros.ros.image import image_to_rgb
 from codealign_ros.ros.pointcloud import pointcloud2_to_xyzi
 from codealign_ros.ros.qos import qos_profile
 from codealign_ros.ros.runner import run_node
+from codealign_ros.ros.transport import steady_timer
 from codealign_ros.ros.sync import header_stamp_ns, make_synchronizer
 
 DEFAULTS = {"agent_id": "cav_1", "modality": "m1", "model_dir": "models/mini", "profile": "",
@@ -111,7 +112,7 @@ class VehicleNode(Node):
         self.extrinsics = self._extrinsics(ext)
         self.sync = make_synchronizer(self, self._specs(), self._on_sensors,
                                       queue_size=int(p["queue_size"]), slop=float(p["slop_s"]))
-        self.create_timer(1.0, self._diagnostics)
+        steady_timer(self, 1.0, self._diagnostics)
 
     def _extrinsics(self, flat: list[float] | None) -> list[np.ndarray]:
         cams = int(self.pipeline.num_cameras or 0)

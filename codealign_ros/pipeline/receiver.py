@@ -18,6 +18,10 @@ code space; it returns None (accepted) or the drop reason, counted in `drops`:
   out_of_range     farther than comm_range_m from the ego's latest pose
   too_many_peers   max_peers agents already hold fresh maps (flood protection; expired
                    agents are evicted first, fresh ones are never displaced)
+Accepted maps that no fusion ever used are counted too (`drops`, so that offered = fused +
+dropped + held, see pipeline/transport.py for the transport reasons superseded / busy / lost):
+  unused           replaced by a newer map of the same agent and space, or expired, before any
+                   ego frame fused it; or the ego's own map in another code space
 Nothing is decoded before these checks pass. `fuse(ego_map)` then takes, per peer, the map in
 the ego's space when its stamp is within max_age_s of the ego stamp (sender-side D2C), else
 a foreign-space map translated here by the source group's UCT; warps every map from the
@@ -48,7 +52,7 @@ __all__ = ["DROP_REASONS", "ReceiverPipeline", "ReceiverResult", "drop_reason"]
 
 DROP_REASONS = ("malformed", "bad_size", "bad_bits", "bad_grid", "nan_pose", "unknown_space",
                 "hash_mismatch", "future", "stale", "duplicate_agent", "out_of_range",
-                "too_many_peers")
+                "too_many_peers", "unused")
 _CODEMAP_REASONS = {"pose": "nan_pose", "bits": "bad_bits", "size": "bad_size",
                     "shape": "bad_size", "resolution": "bad_grid"}
 NS_PER_S = 1_000_000_000
@@ -64,6 +68,7 @@ class _Entry:
     code_map: CodeMap
     source: str | None
     received_ns: int
+    used: bool = False  # fused into at least one ego frame
 
 
 @dataclass
@@ -199,6 +204,8 @@ class ReceiverPipeline:
         if cm.agent_id == self.ego_id:
             if cm.code_space == self.ego_group:
                 self.ego = entry
+            else:
+                self.drops.drop("unused")
             return None
         if self.ego is not None and self._distance(self.ego.code_map, cm) > self.comm_range:
             return "out_of_range"
@@ -273,6 +280,8 @@ class ReceiverPipeline:
         held = spaces.get(cm.code_space)
         if held is not None and held.code_map.stamp_ns > cm.stamp_ns:
             return "stale"
+        if held is not None and not held.used:
+            self.drops.drop("unused")
         spaces[cm.code_space] = entry
         self.peers.move_to_end(cm.agent_id)
         return None
@@ -281,7 +290,9 @@ class ReceiverPipeline:
         """Forget agents whose maps no later ego frame can use (vanished peers)."""
         for agent in [a for a, s in self.peers.items()
                       if all(now - e.code_map.stamp_ns > self.expire_ns for e in s.values())]:
-            del self.peers[agent]
+            unused = sum(not e.used for e in self.peers.pop(agent).values())
+            if unused:
+                self.drops["unused"] += unused
 
     @staticmethod
     def _distance(a: CodeMap, b: CodeMap) -> float:
@@ -305,6 +316,9 @@ class ReceiverPipeline:
             self._expire_peers(int(now_ns))
         chosen, skipped = self._select(ego_map)
         self.skipped.update(skipped)
+        for _, entry, _ in chosen:
+            self.counts["peer_maps_fused"] += not entry.used
+            entry.used = True
         t0 = time.perf_counter()
         indices, paths = self._ego_space_indices(ego_map, chosen)
         translate = _ms(t0)
@@ -381,7 +395,10 @@ class ReceiverPipeline:
     # -- diagnostics -----------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         """Counters for diagnostics: offered/accepted/fused, drops and skips by reason."""
-        return {**{k: int(self.counts[k]) for k in ("offered", "accepted", "fused")},
+        held = sum(not e.used for s in self.peers.values() for e in s.values())
+        return {**{k: int(self.counts[k]) for k in ("offered", "accepted", "fused",
+                                                     "peer_maps_fused")},
+                "held_unused": held,
                 "peers": len(self.peers), "claims": len(self.claims),
                 "drops": dict(self.drops), "skipped": dict(self.skipped),
                 "last_agents": list(self.last_agents), "translators": sorted(self.translators),
