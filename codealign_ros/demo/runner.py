@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from codealign_ros.config import lookup, topic
+from codealign_ros.config import config_dir, lookup, topic
 from codealign_ros.launch_graph import NodeSpec, format_agents, load_graph, parse_agents
 
 GRAPH = "demo"
@@ -43,33 +43,7 @@ EGO_ONLY_NS = "/demo/ego_only"
 QUIET = ["--ros-args", "--log-level", "error"]  # the ego-only node drops every peer by design
 RECORDER_MODULE = "codealign_ros.demo.recorder"
 PROFILES_ENV = "FASTDDS_DEFAULT_PROFILES_FILE"
-# Fast DDS's default shared-memory segment (512 KiB per participant) cannot hold a frame of
-# ~1 MB LiDAR clouds: the bag player's best-effort clouds are then lost almost entirely on a
-# busy machine (measured: 1 of 24 arrived). A 16 MiB segment delivers all of them.
-FASTDDS_PROFILE = """<?xml version="1.0" encoding="UTF-8" ?>
-<profiles xmlns="http://www.eprosima.com/XMLSchemas/fastRTPS_Profiles">
-  <transport_descriptors>
-    <transport_descriptor>
-      <transport_id>shm_large</transport_id>
-      <type>SHM</type>
-      <segment_size>16777216</segment_size>
-    </transport_descriptor>
-    <transport_descriptor>
-      <transport_id>udp</transport_id>
-      <type>UDPv4</type>
-    </transport_descriptor>
-  </transport_descriptors>
-  <participant profile_name="codealign_demo" is_default_profile="true">
-    <rtps>
-      <userTransports>
-        <transport_id>shm_large</transport_id>
-        <transport_id>udp</transport_id>
-      </userTransports>
-      <useBuiltinTransports>false</useBuiltinTransports>
-    </rtps>
-  </participant>
-</profiles>
-"""
+FASTDDS_FILE = "fastdds.xml"  # config/: the shared-memory profile (see its comment)
 
 
 class DemoError(RuntimeError):
@@ -176,13 +150,12 @@ def _domain(opts: DemoOptions) -> int:
 
 def graph_env(domain: int, out_dir: Path) -> dict[str, str]:
     """Environment of the nodes: their own domain, discovery on this machine unless chosen
-    otherwise, and FASTDDS_PROFILE unless the user set a Fast DDS profiles file."""
+    otherwise, and config/fastdds.xml unless the user set a Fast DDS profiles file (env.sh
+    exports it, so this only matters outside env.sh)."""
     env = {"ROS_DOMAIN_ID": str(domain), "ROS_AUTOMATIC_DISCOVERY_RANGE":
            os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")}
     if not os.environ.get(PROFILES_ENV):
-        path = out_dir / "fastdds.xml"
-        path.write_text(FASTDDS_PROFILE)
-        env[PROFILES_ENV] = str(path.resolve())
+        env[PROFILES_ENV] = str((config_dir() / FASTDDS_FILE).resolve())
     return env
 
 
