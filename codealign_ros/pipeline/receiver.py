@@ -37,16 +37,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from codealign_ros.config import lookup
 from codealign_ros.core.codemap import CodeMap, CodeMapError
+from codealign_ros.core.detect import PostConfig, make_anchors, postprocess
+from codealign_ros.core.grid import normalized_affine, relative_transform
 from codealign_ros.core.stats import DropCounter
-from codealign_ros.models.store import ModelStore, group_of, groups
-from codealign_ros.models.warp import normalized_affine, relative_transform
-from codealign_ros.pipeline.export import (PipelineError, receiver_spec, space_output,
-                                           stage_backend, translator_spec, translator_targets)
-from codealign_ros.pipeline.vehicle import SpaceInfo
+from codealign_ros.pipeline.deploy import SpaceInfo, StageRequest, open_source
+from codealign_ros.pipeline.export import PipelineError, space_output
+from codealign_ros.train.cli import group_of
 
 __all__ = ["DROP_REASONS", "ReceiverPipeline", "ReceiverResult", "drop_reason"]
 
@@ -106,23 +105,25 @@ class ReceiverPipeline:
                  max_delay_s: float = 1.0) -> None:
         self._set_limits(max_age_s, max_delay_s, future_tolerance_s, claim_window_s,
                          comm_range_m, max_peers)
-        self.store = ModelStore(model_dir, profile)
-        self.grid = self.store.profile.grid
+        self.source = open_source(model_dir, profile, backend, cache_dir, logger)
+        self.grid = self.source.profile.grid
         self.ego_id, self.ego_modality = ego_agent_id, ego_modality
         try:
             self.ego_group = group_of(ego_modality)
         except KeyError as exc:
             raise PipelineError("config", str(exc).strip('"')) from exc
-        self.spaces = self._spaces()
+        self.spaces: dict[str, SpaceInfo] = dict(self.source.spaces)
         if self.ego_group not in self.spaces:
-            raise PipelineError("config", f"no code space {self.ego_group} in {self.store.root}")
-        cache = Path(cache_dir) if cache_dir else None
-        self.head = stage_backend(self.store, receiver_spec(self.store, self.ego_group),
-                                  backend, cache, logger, threads)
-        self.detector = self.store.group_backend(self.ego_group)  # anchors + post-processing
+            raise PipelineError("config", f"no code space {self.ego_group} in "
+                                f"{self.source.root}")
+        self.head = self.source.backend(StageRequest("receiver", (self.ego_group,)), backend,
+                                        logger, threads)
+        profile_spec = self.source.profile
+        self.anchors = make_anchors(self.grid, profile_spec["anchors"])  # numpy post-processing
+        self.post = PostConfig.from_profile(profile_spec["post"], profile_spec["anchors"])
         self.translators = {
-            src: stage_backend(self.store, translator_spec(self.store, src, self.ego_group),
-                               backend, cache, logger, threads)
+            src: self.source.backend(StageRequest("translator", (src, self.ego_group)), backend,
+                                     logger, threads)
             for src in self._translatable()}
         self.peers: collections.OrderedDict[str, dict[str, _Entry]] = collections.OrderedDict()
         self.claims: collections.OrderedDict[str, _Claim] = collections.OrderedDict()
@@ -147,22 +148,14 @@ class ReceiverPipeline:
         self.comm_range, self.max_peers = float(comm), int(max_peers)
         self.max_claims = 4 * self.max_peers + 16
 
-    def _spaces(self) -> dict[str, SpaceInfo]:
-        out = {}
-        for g in groups():
-            if self.store.has(self.store.codespace_name(g)):
-                cb = self.store.codebook(g)
-                out[g] = SpaceInfo(cb.bits, cb.weights_hash())
-        return out
-
     def _translatable(self) -> list[str]:
         """Foreign spaces whose UCT targets the ego space (trained against our codebook)."""
         ego_hash = self.spaces[self.ego_group].codebook_hash
         out = []
         for src in self.spaces:
-            if src == self.ego_group or self.ego_group not in translator_targets(self.store, src):
+            if src == self.ego_group or self.ego_group not in self.source.translator_targets(src):
                 continue
-            trained = self.store.meta(f"uct_{src}").get("target_hashes", {}).get(self.ego_group)
+            trained = self.source.trained_hash(src, self.ego_group)
             if trained in (None, ego_hash):
                 out.append(src)
         return out
@@ -324,13 +317,13 @@ class ReceiverPipeline:
         translate = _ms(t0)
         poses = np.stack([ego_map.pose.to_matrix()] + [e.code_map.pose.to_matrix()
                                                        for _, e, _ in chosen])
-        theta = normalized_affine(relative_transform(poses[0], poses), self.grid).numpy()
+        theta = normalized_affine(relative_transform(poses[0], poses), self.grid)
         t0 = time.perf_counter()
         out = self.head({"indices": indices, "theta": theta.astype(np.float32)})
         head = _ms(t0)
         t0 = time.perf_counter()
-        boxes, scores = self.detector.detect({k: torch.from_numpy(np.asarray(out[k]))
-                                              for k in ("cls", "reg", "dir")})[0]
+        boxes, scores = postprocess(*(np.asarray(out[k]) for k in ("cls", "reg", "dir")),
+                                    self.anchors, self.post)[0]
         agents = [self.ego_id] + [a for a, _, _ in chosen]
         self.counts["fused"] += 1
         self.last_agents = agents
