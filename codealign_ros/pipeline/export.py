@@ -63,21 +63,15 @@ class StageSpec:
         return list(self.example_inputs)
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def component_key(store: ModelStore, spec: StageSpec) -> str:
     """16-hex cache key of a stage: spec, component file bytes, torch version and opset."""
     import torch
 
+    from codealign_ros.pipeline.deploy import file_digest
+
     parts = {"stage": spec.name, "outputs": spec.output_names, "inputs": spec.input_names,
              "profile": store.profile.name, "torch": torch.__version__, "opset": OPSET,
-             "files": {c: _file_digest(store.path(c)) for c in spec.components}}
+             "files": {c: file_digest(store.path(c)) for c in spec.components}}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
