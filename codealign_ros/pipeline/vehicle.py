@@ -103,8 +103,10 @@ class VehiclePipeline:
         finite = np.isfinite(arr).all(axis=1)
         if not finite.any():
             raise PipelineError("nan_points", f"all {len(arr)} points are NaN/inf")
-        self.nonfinite_points += int(len(arr) - finite.sum())
-        return arr[finite].astype(np.float32, copy=False)
+        kept = int(finite.sum())
+        self.nonfinite_points += len(arr) - kept
+        arr = arr if kept == len(arr) else arr[finite]  # no copy of a clean cloud
+        return arr.astype(np.float32, copy=False)
 
     def process_lidar(self, points: np.ndarray) -> VehicleResult:
         """(N, 4) x, y, z, intensity in the LiDAR frame -> code maps."""
