@@ -13,6 +13,8 @@ One JSON object per line, each with `kind` and `t` (wall seconds, time.time()):
   gt          ground truth of a frame (stamp, boxes in the world frame)
   codemap     agent, modality, space, bits, height, width, encoding, coded_bytes (len(data)),
               raw_bytes (length of the decoded packed stream) or error
+  ego_codemap every map of the ego agent, lossless (demo.baseline.codemap_record_fields): the
+              ego-only baseline is computed from these after the run
   detections  source (fused | ego_only), stamp, frame_id, boxes (K, 7), scores, agents,
               e2e_ms (ego pose arrival -> detections arrival, wall clock)
   diagnostics source (main | ego_only), name, hardware_id, level, message, values
@@ -46,7 +48,8 @@ from codealign_msgs.msg import CodeMap as CodeMapMsg
 from codealign_msgs.msg import Detection3DArray
 from codealign_ros.config import topic
 from codealign_ros.core.codemap import CodeMapError, Encoding, decompress, packed_size
-from codealign_ros.ros.codemap_msg import stamp_to_ns
+from codealign_ros.demo.baseline import codemap_record_fields
+from codealign_ros.ros.codemap_msg import msg_to_codemap, stamp_to_ns
 from codealign_ros.ros.qos import qos_profile
 from codealign_ros.ros.runner import run_node
 
@@ -174,6 +177,15 @@ class DemoRecorder(Node):
         rec = codemap_record(msg)
         self.maps[rec["agent"]] += 1
         self._write("codemap", **rec)
+        if msg.agent_id == self.p["ego"]:
+            self._write_ego_map(msg)
+
+    def _write_ego_map(self, msg: CodeMapMsg) -> None:
+        try:
+            fields = codemap_record_fields(msg_to_codemap(msg))
+        except CodeMapError:
+            return  # counted in the codemap record's error
+        self._write("ego_codemap", **fields)
 
     def _on_detections(self, msg: Detection3DArray, source: str) -> None:
         stamp = stamp_to_ns(msg.header.stamp)

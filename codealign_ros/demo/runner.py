@@ -5,13 +5,12 @@
 2. The `demo` graph of config/launch.yaml, run by the embedded launcher (`run_specs`) in its
    own ROS_DOMAIN_ID: the bag player, one vehicle_node per agent (ego m1 LiDAR, the other
    vehicle m4 cameras, the road-side unit m2 LiDAR by default: modalities.yaml `assignment`),
-   the ego's fusion_node, plus
-   - a second fusion_node on the same ego with comm_range_m 0 (no peer is ever fused: the
-     ego-only baseline through the same code space and backend), its outputs remapped
-     under /demo/ego_only, and
-   - demo_recorder (codealign_ros.demo.recorder): writes everything to a JSON-lines record,
-     prints the status line each second, gates the player's start on every node being up,
-     and ends the run once both fusion nodes answered every evaluated frame.
+   the ego's fusion_node, plus demo_recorder (codealign_ros.demo.recorder): writes everything
+   (the ego's code maps losslessly) to a JSON-lines record, prints the status line each
+   second, gates the player's start on every node being up, and ends the run once the fusion
+   node answered every evaluated frame. The bag plays at rate 1.0 (10 Hz) by default.
+   The ego-only baseline costs no second live receiver: after the run the recorded ego maps
+   go alone through a ReceiverPipeline of the same weights and backend (demo.baseline).
    The bag carries TAIL_FRAMES frames after the evaluated ones, so the player (whose exit
    also ends the graph) does not cut off the last evaluated frame.
 3. The summary (codealign_ros.demo.summary) printed and written to <out>/summary.json, and the
@@ -36,11 +35,11 @@ from codealign_ros.launch_graph import NodeSpec, format_agents, load_graph, pars
 GRAPH = "demo"
 DEFAULT_SEED = 191
 DEFAULT_FRAMES = 36
-DEFAULT_RATE = 0.05
+DEFAULT_RATE = 1.0  # real time: the bag's 10 Hz
 TAIL_FRAMES = 2
+LINGER_S = 10.0  # the player stays up after the bag so the last frames are fused (the
+# recorder ends the graph as soon as they are)
 PICTURE_TOP = 10  # boxes per source in the picture: the mini model's scores are flat (~0.1)
-EGO_ONLY_NS = "/demo/ego_only"
-QUIET = ["--ros-args", "--log-level", "error"]  # the ego-only node drops every peer by design
 RECORDER_MODULE = "codealign_ros.demo.recorder"
 PROFILES_ENV = "FASTDDS_DEFAULT_PROFILES_FILE"
 FASTDDS_FILE = "fastdds.xml"  # config/: the shared-memory profile (see its comment)
@@ -102,22 +101,10 @@ def check_models(model_dir: str, profile: str, agents: list[tuple[str, str]]) ->
                         f"or pass --model-dir")
 
 
-def _ego_only(fusion: NodeSpec) -> NodeSpec:
-    """The fusion node again, fusing no peer (comm_range_m 0), outputs under EGO_ONLY_NS."""
-    from codealign_ros.nodes.fusion_node import vision_topic
-
-    remaps = [(t, f"{EGO_ONLY_NS}/{t.strip('/').split('/')[-1]}")
-              for t in (topic("detections"), topic("markers"), topic("diagnostics"))]
-    remaps.append((vision_topic(), f"{EGO_ONLY_NS}/detections_vision"))
-    return dataclasses.replace(fusion, name=f"{fusion.name}_ego_only",
-                               parameters={**fusion.parameters, "comm_range_m": 0.0},
-                               remappings=[*fusion.remappings, *remaps],
-                               arguments=[*fusion.arguments, *QUIET])
-
-
 def demo_specs(opts: DemoOptions, bag: Path, agents: list[tuple[str, str]], frames: int,
                record: Path) -> list[NodeSpec]:
-    """The demo graph's nodes plus the ego-only fusion node and the recorder."""
+    """The demo graph's nodes plus the recorder (the ego-only baseline is no live node: it is
+    computed afterwards from the ego's recorded code maps, demo.baseline)."""
     wait_for = sum(sensor_subscriptions(m) for _, m in agents) + 2  # + recorder: gt, ego pose
     specs = load_graph(GRAPH, {"bag": str(bag), "agents": format_agents(agents),
                                "rate": opts.rate, "wait_for": wait_for, "backend": opts.backend,
@@ -126,21 +113,19 @@ def demo_specs(opts: DemoOptions, bag: Path, agents: list[tuple[str, str]], fram
     fusion = dataclasses.replace(fusion, parameters={**fusion.parameters,
                                                      "modality": agents[0][1]})
     specs = [fusion if s.name == fusion.name else s for s in specs]
-    ego_only = _ego_only(fusion)
     vehicles = [s for s in specs if s.executable == "vehicle_node"]
     recorder = NodeSpec(
         name="demo_recorder", executable="demo_recorder", package="codealign_ros",
         module=RECORDER_MODULE, parameters={
             "out": str(record), "ego": agents[0][0], "frames": frames,
             "timeout_s": float(opts.seconds), "codemap_publishers": len(agents),
-            "codemap_subscribers": 3,  # both fusion nodes and the recorder
-            "ego_only_detections": f"{EGO_ONLY_NS}/detections",
-            "ego_only_diagnostics": f"{EGO_ONLY_NS}/diagnostics",
+            "codemap_subscribers": 2,  # the fusion node and the recorder
             "processing_topics": [f"/{v.name}/processing_time_ms" for v in vehicles],
             "latency_topic": f"/{fusion.name}/latency_ms"})
-    player = [s for s in specs if s.executable == "bag_player"]
+    player = [dataclasses.replace(s, arguments=[*s.arguments, "--linger", str(LINGER_S)])
+              for s in specs if s.executable == "bag_player"]
     others = [s for s in specs if s.executable != "bag_player"]
-    return [recorder, *others, ego_only, *player]
+    return [recorder, *others, *player]
 
 
 # -- run --------------------------------------------------------------------------------------
@@ -178,6 +163,7 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
     bag = scene_bag(SceneSpec(opts.seed, opts.frames + TAIL_FRAMES), opts.data_dir)
     agents = demo_agents(bag, opts.modalities)
     check_models(opts.model_dir, opts.profile, agents)
+    ensure_export(opts)
     opts.out_dir.mkdir(parents=True, exist_ok=True)
     record = opts.out_dir / "record.jsonl"
     specs = demo_specs(opts, bag, agents, opts.frames, record)
@@ -191,6 +177,7 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
         why = f"within --seconds {opts.seconds}" if "timeout" in kinds else \
             f"(launcher exit code {code})"
         raise DemoError(f"the graph did not come up {why}; see the node output above")
+    records += ego_only_baseline(records, opts, agents[0])
     truth = read_truth(bag, [a for a, _ in agents])
     stamps = truth.stamps[:opts.frames]
     profile = load_profile(opts.profile)
@@ -207,6 +194,29 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
                                           profile, summary))
     (opts.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def ensure_export(opts: DemoOptions) -> None:
+    """`codealign export` of the model dir unless a fresh one exists, so that ONNX nodes start
+    without PyTorch (pipeline.deploy)."""
+    from codealign_ros.pipeline.deploy import DEPLOY_KINDS, export_fresh
+
+    if opts.backend not in DEPLOY_KINDS or export_fresh(opts.model_dir, opts.profile):
+        return
+    from codealign_ros.pipeline.export import export_all
+
+    print(f"demo: exporting the ONNX stages of {opts.model_dir} (once)", flush=True)
+    export_all(Path(opts.model_dir), profile=opts.profile)
+
+
+def ego_only_baseline(records: list[dict[str, Any]], opts: DemoOptions,
+                      ego: tuple[str, str]) -> list[dict[str, Any]]:
+    """Ego-only detections of the recorded ego maps (same weights and backend, no peers)."""
+    from codealign_ros.demo.baseline import ego_only_records
+
+    maps = [r for r in records if r["kind"] == "ego_codemap"]
+    print(f"demo: ego-only baseline from {len(maps)} recorded ego code maps", flush=True)
+    return ego_only_records(maps, opts.model_dir, ego[0], ego[1], opts.backend, opts.profile)
 
 
 # -- picture ----------------------------------------------------------------------------------
@@ -287,6 +297,17 @@ def _nonzero_drops(drops: dict[str, Any]) -> str:
     return f" ({'; '.join(parts)})" if parts else ""
 
 
+def _ledger_lines(drops: dict[str, Any]) -> list[str]:
+    out = []
+    for node, entry in drops["nodes"].items():
+        book = entry.get("ledger")
+        if book:
+            out.append(f"  transport  {node}: offered {book.get('offered')} = fused "
+                       f"{book.get('fused')} + dropped {book.get('dropped')} + held "
+                       f"{book.get('held')} ({'exact' if entry.get('balanced') else 'UNBALANCED'})")
+    return out
+
+
 def format_summary(s: dict[str, Any]) -> str:
     """Human-readable lines of a summary."""
     f, ap, cb, lat = s["frames"], s["ap"], s["codemap_bytes"], s["latency_ms"]
@@ -308,6 +329,7 @@ def format_summary(s: dict[str, Any]) -> str:
         f"publish -> fused detections); fusion p50 {fus['p50']} ms",
         f"  drops      {s['drops']['total']} by the nodes{_nonzero_drops(s['drops'])}; code maps "
         f"missing {sum(s['drops']['maps_missing'].values())}",
+        *_ledger_lines(s["drops"]),
         f"  picture    {s['picture']}",
         f"  wall time  {s['wall_s']} s (ended by {s['ended_by']}; launcher exit code "
         f"{s['launcher_exit_code']})"]

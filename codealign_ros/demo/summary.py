@@ -110,6 +110,17 @@ def _counter(text: str) -> dict[str, int]:
         else {}
 
 
+def transport_ledger(values: dict[str, str]) -> dict[str, Any]:
+    """{"ledger": offered / fused / dropped / held, "balanced"} of a fusion node's diagnostics
+    (pipeline.transport), or {} for a node without one."""
+    book = {k[len("ledger_"):]: int(v) for k, v in values.items()
+            if k.startswith("ledger_") and str(v).isdigit()}
+    if not book:
+        return {}
+    balanced = book.get("offered") == sum(book.get(k, 0) for k in ("fused", "dropped", "held"))
+    return {"ledger": book, "balanced": balanced}
+
+
 def drops(records: list[dict[str, Any]], stamps: list[int], agents: list[str]
           ) -> dict[str, Any]:
     """Drops and skips by reason per node (last diagnostics) and missing maps per agent."""
@@ -120,6 +131,7 @@ def drops(records: list[dict[str, Any]], stamps: list[int], agents: list[str]
             entry["sync_dropped"] = _counter(values.get("sync_dropped", "{}"))
         else:
             entry["skipped"] = _by_prefix(values, "skipped_")
+            entry.update(transport_ledger(values))
         nodes[name] = entry
     have = collections.defaultdict(set)
     for r in records:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from codealign_ros.runtime.backends import InferenceBackend
 
 __all__ = ["MANIFEST", "DeployError", "DeploySource", "SpaceInfo", "StageRequest",
-           "TorchSource", "file_digest", "open_source", "write_manifest"]
+           "TorchSource", "export_fresh", "file_digest", "open_source", "write_manifest"]
 
 MANIFEST = "deploy.json"
 VERSION = 1
@@ -114,17 +114,19 @@ class DeploySource:
             self._fresh[name] = path.is_file() and file_digest(path) == digest
         return self._fresh[name]
 
-    def stage_file(self, request: StageRequest) -> Path:
-        """The ONNX file of a stage; DeployError when it is not exported or is stale."""
-        entry = self.stages.get(request.name)
+    def stage_file(self, request: StageRequest | str) -> Path:
+        """The ONNX file of a stage (request or name); DeployError when it is not exported
+        or is stale."""
+        name = request if isinstance(request, str) else request.name
+        entry = self.stages.get(name)
         if entry is None:
-            raise DeployError(f"stage {request.name} was not exported to {self.dir}")
+            raise DeployError(f"stage {name} was not exported to {self.dir}")
         path = self.dir / entry["onnx"]
         if not path.is_file():
             raise DeployError(f"{path} is missing")
         stale = [c for c, d in entry["components"].items() if not self._component_fresh(c, d)]
         if stale:
-            raise DeployError(f"{request.name}: {', '.join(stale)} changed since the export")
+            raise DeployError(f"{name}: {', '.join(stale)} changed since the export")
         return path
 
     def backend(self, request: StageRequest, kind: str, logger: logging.Logger | None = None,
@@ -195,6 +197,18 @@ def open_source(model_dir: Path | str, profile: str | None, backend: str,
         except DeployError as exc:
             log.info("deploy export unusable, building stages with PyTorch: %s", exc)
     return TorchSource(model_dir, profile, cache_dir)
+
+
+def export_fresh(model_dir: Path | str, profile: str | None = None,
+                 cache_dir: Path | str | None = None) -> bool:
+    """Every stage of the model dir's export exists and matches the component files."""
+    try:
+        source = DeploySource(model_dir, profile, cache_dir)
+        for name in source.stages:
+            source.stage_file(name)
+    except (DeployError, ValueError, KeyError):
+        return False
+    return bool(source.stages)
 
 
 def write_manifest(store: ModelStore, exported: dict[str, tuple[Path, list[str]]],

@@ -131,6 +131,16 @@ class ReceiverPipeline:
         self.drops, self.skipped = DropCounter(), DropCounter()
         self.counts = collections.Counter()
         self.last_agents: list[str] = []
+        self.warmup()
+
+    def warmup(self) -> None:
+        """Run every stage once on empty maps (no counters touched): the first ego frame then
+        pays no session initialisation."""
+        zeros = np.zeros((2, self.grid.height, self.grid.width), np.int64)
+        theta = np.tile(np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], np.float32), (2, 1, 1))
+        self.head({"indices": zeros, "theta": theta})
+        for translator in self.translators.values():
+            translator({"indices": zeros[:1]})
 
     def _set_limits(self, max_age_s: float, max_delay_s: float, future_tolerance_s: float,
                     claim_window_s: float, comm_range_m: float | None, max_peers: int) -> None:

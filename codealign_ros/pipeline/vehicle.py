@@ -24,7 +24,8 @@ import numpy as np
 from codealign_ros.config import frame
 from codealign_ros.core.codemap import CodeMap, GridPose
 from codealign_ros.data.types import AgentFrame, CameraFrame
-from codealign_ros.models.inputs import collate_arrays, encoder_inputs
+from codealign_ros.models.inputs import (collate_arrays, encoder_inputs, synthetic_points,
+                                         synthetic_rig)
 from codealign_ros.models.modalities import modality_spec
 from codealign_ros.pipeline.deploy import SpaceInfo, StageRequest, open_source
 from codealign_ros.pipeline.export import PipelineError, space_output
@@ -66,6 +67,23 @@ class VehiclePipeline:
                                            backend, logger, threads)
         self.outputs = {space_output(s): s for s in self.spaces}
         self.nonfinite_points = 0
+        self.warmup()
+
+    def warmup(self) -> None:
+        """One synthetic frame through the backend: the first real frame then pays no session
+        initialisation (allocations, kernel selection)."""
+        rng = np.random.default_rng(0)
+        if self.num_cameras:
+            k, ext = synthetic_rig(int(self.num_cameras), self.profile["camera"]["image_size"])
+            size = tuple(int(v) for v in self.profile["camera"]["image_size"])
+            cams = [CameraFrame(np.zeros((size[1], size[0], 3), np.uint8), k[i],
+                                np.linalg.inv(ext[i])) for i in range(int(self.num_cameras))]
+            agent = AgentFrame(self.agent_id, np.zeros((0, 4), np.float32), np.eye(4), cams)
+        else:
+            agent = AgentFrame(self.agent_id, synthetic_points(self.profile, 2000, rng),
+                               np.eye(4))
+        batch = collate_arrays([encoder_inputs(self.modality, agent, self.profile)])
+        self.backend({n: batch[n] for n in self.backend.input_names})
 
     def _spaces(self) -> dict[str, SpaceInfo]:
         """Bits and codebook hash per produced space; PipelineError("config") if unusable."""
