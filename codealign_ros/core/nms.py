@@ -84,6 +84,9 @@ def _candidates(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     first = np.repeat(np.arange(len(by_x)), n)
     offset = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
     a, b = by_x[first], by_x[np.repeat(start, n) + offset]
+    lo_y, hi_y = lo[:, 1], hi[:, 1]
+    y_overlap = (lo_y[a] <= hi_y[b]) & (lo_y[b] <= hi_y[a])  # cheap 1-D test first
+    a, b = a[y_overlap], b[y_overlap]
     a, b = np.minimum(a, b), np.maximum(a, b)
     dx, dy = boxes[a, 0] - boxes[b, 0], boxes[a, 1] - boxes[b, 1]
     near = ((np.sqrt(dx * dx + dy * dy) <= radius[a] + radius[b])

@@ -150,6 +150,37 @@ def _fusion_ms(records: list[dict[str, Any]]) -> dict[str, float | None]:
     return _percentiles(values)
 
 
+STAGE_KEYS = ("preprocess_ms", "inference_ms", "postprocess_ms", "translate_ms", "head_ms",
+              "post_ms", "total_ms")
+
+
+def realtime_stats(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Achieved fused-frame rate (Hz, wall clock), and per node over its /diagnostics while
+    the bag played: mean CPU % (of one core) and p50/p95 of the stage timings it reports."""
+    fused_t = [r["t"] for r in records if r["kind"] == "detections" and r["source"] == "fused"]
+    start = next((r["t"] for r in records if r["kind"] == "pose"), None)
+    rate = (len(fused_t) - 1) / (fused_t[-1] - fused_t[0]) \
+        if len(fused_t) > 1 and fused_t[-1] > fused_t[0] else None
+    nodes: dict[str, dict[str, list[float]]] = collections.defaultdict(
+        lambda: collections.defaultdict(list))
+    for r in records:
+        if r["kind"] != "diagnostics" or r["source"] != "main" or start is None \
+                or r["t"] < start:
+            continue
+        for key in ("cpu_percent", *STAGE_KEYS):
+            try:
+                value = float(r["values"][key])
+            except (KeyError, ValueError):
+                continue
+            nodes[r["name"]][key].append(value)
+    per_node = {}
+    for name, series in sorted(nodes.items()):
+        cpu = series.pop("cpu_percent", [])
+        per_node[name] = {"cpu_percent": round(float(np.mean(cpu)), 1) if cpu else None,
+                          **{k: _percentiles(v) for k, v in series.items()}}
+    return {"achieved_hz": None if rate is None else round(rate, 2), "nodes": per_node}
+
+
 def summarize(records: list[dict[str, Any]], truth: BagTruth, ego: str,
               agents: dict[str, str], stamps: list[int], profile: Any) -> dict[str, Any]:
     """The demo summary over the evaluated frame `stamps` (see the module doc)."""
@@ -175,4 +206,5 @@ def summarize(records: list[dict[str, Any]], truth: BagTruth, ego: str,
                        "fusion": _fusion_ms(records),
                        **{node: _percentiles(v) for node, v in sorted(processing.items())}},
         "drops": drops(records, stamps, list(agents)),
+        "realtime": realtime_stats(records),
     }

@@ -43,7 +43,8 @@ from codealign_ros.pipeline.transport import LatestWins, Worker, ledger
 from codealign_ros.ros import markers
 from codealign_ros.ros.codemap_msg import msg_to_codemap, ns_to_stamp
 from codealign_ros.ros.qos import qos_profile
-from codealign_ros.ros.transport import LostCounter, steady_timer, subscribe_counting_lost
+from codealign_ros.ros.transport import (CpuMeter, LostCounter, steady_timer,
+                                         subscribe_counting_lost)
 from codealign_ros.ros.runner import run_node
 
 try:
@@ -106,6 +107,7 @@ class FusionNode(Node):
         self.worker = Worker(self.mailbox, self._process, self.lock, "fusion-worker")
         subscribe_counting_lost(self, CodeMapMsg, topic("codemap"), self._on_codemap,
                                 self._qos(), self.lost)
+        self.cpu = CpuMeter()
         steady_timer(self, 1.0, self._diagnostics)
 
     def _qos(self) -> QoSProfile:
@@ -236,6 +238,7 @@ class FusionNode(Node):
                        **{f"ledger_{k}": book[k] for k in ("offered", "fused", "dropped",
                                                             "held")},
                        "message_lost_supported": self.lost.supported,
+                       "cpu_percent": f"{self.cpu.percent():.1f}",
                        **{f"skipped_{k}": v for k, v in sorted(stats.get("skipped", {}).items())},
                        **({} if result is None else
                           {k: f"{v:.2f}" for k, v in result.timings.items()})})

@@ -39,7 +39,7 @@ from codealign_ros.ros.image import image_to_rgb
 from codealign_ros.ros.pointcloud import pointcloud2_to_xyzi
 from codealign_ros.ros.qos import qos_profile
 from codealign_ros.ros.runner import run_node
-from codealign_ros.ros.transport import steady_timer
+from codealign_ros.ros.transport import CpuMeter, steady_timer
 from codealign_ros.ros.sync import header_stamp_ns, make_synchronizer
 
 DEFAULTS = {"agent_id": "cav_1", "modality": "m1", "model_dir": "models/mini", "profile": "",
@@ -112,6 +112,7 @@ class VehicleNode(Node):
         self.extrinsics = self._extrinsics(ext)
         self.sync = make_synchronizer(self, self._specs(), self._on_sensors,
                                       queue_size=int(p["queue_size"]), slop=float(p["slop_s"]))
+        self.cpu = CpuMeter()
         steady_timer(self, 1.0, self._diagnostics)
 
     def _extrinsics(self, flat: list[float] | None) -> list[np.ndarray]:
@@ -180,6 +181,7 @@ class VehicleNode(Node):
         values = {**self.counts, "backend": self.pipeline.backend_name,
                   "spaces": ",".join(self.pipeline.spaces),
                   "nonfinite_points": self.pipeline.nonfinite_points,
+                  "cpu_percent": f"{self.cpu.percent():.1f}",
                   **{f"drop_{k}": v for k, v in sorted(self.drops.items())},
                   **{k: f"{v:.2f}" for k, v in self.timings.items()},
                   **{f"sync_{k}": v for k, v in self.sync.stats().items()

@@ -186,14 +186,39 @@ def _store_spaces(store: ModelStore) -> dict[str, SpaceInfo]:
     return out
 
 
+class FallbackSource(DeploySource):
+    """A DeploySource that builds a stage the export cannot serve (not exported, e.g. a D2C
+    target subset, or stale) with PyTorch instead, logged; `torch_free` tells which."""
+
+    def __init__(self, model_dir: Path | str, profile: str | None = None,
+                 cache_dir: Path | str | None = None,
+                 logger: logging.Logger | None = None) -> None:
+        super().__init__(model_dir, profile, cache_dir)
+        self._args = (model_dir, profile, cache_dir)
+        self._torch: TorchSource | None = None
+        self.log = logger or LOG
+
+    def backend(self, request: StageRequest, kind: str, logger: logging.Logger | None = None,
+                threads: int | None = None) -> InferenceBackend:
+        try:
+            return super().backend(request, kind, logger, threads)
+        except DeployError as exc:
+            self.log.info("%s; building it with PyTorch", exc)
+        if self._torch is None:
+            self._torch = TorchSource(*self._args)
+            self.torch_free = False
+        return self._torch.backend(request, kind, logger, threads)
+
+
 def open_source(model_dir: Path | str, profile: str | None, backend: str,
                 cache_dir: Path | str | None = None,
                 logger: logging.Logger | None = None) -> DeploySource | TorchSource:
-    """DeploySource for ONNX backends when an export exists, else TorchSource (logged)."""
+    """The export (torch-free, PyTorch only for stages it lacks) for ONNX backends when one
+    exists, else TorchSource (logged)."""
     log = logger or LOG
     if backend in DEPLOY_KINDS:
         try:
-            return DeploySource(model_dir, profile, cache_dir)
+            return FallbackSource(model_dir, profile, cache_dir, log)
         except DeployError as exc:
             log.info("deploy export unusable, building stages with PyTorch: %s", exc)
     return TorchSource(model_dir, profile, cache_dir)

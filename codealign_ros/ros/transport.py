@@ -1,7 +1,9 @@
-"""rclpy helpers of the counted transport: message-lost events and steady-clock timers."""
+"""rclpy helpers of the counted transport: message-lost events, steady-clock timers, and
+the CPU meter every node reports on /diagnostics (`cpu_percent`)."""
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Callable
 
 from rclpy.clock import Clock, ClockType
@@ -10,7 +12,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile
 from rclpy.timer import Timer
 
-__all__ = ["LostCounter", "steady_timer", "subscribe_counting_lost"]
+__all__ = ["CpuMeter", "LostCounter", "steady_timer", "subscribe_counting_lost"]
 
 
 class LostCounter:
@@ -46,3 +48,16 @@ def steady_timer(node: Node, period_s: float, callback: Callable[[], None]) -> T
     """A timer on the steady clock: diagnostics keep their period under sim time (a paused
     or replayed /clock) too."""
     return node.create_timer(period_s, callback, clock=Clock(clock_type=ClockType.STEADY_TIME))
+
+
+class CpuMeter:
+    """CPU use of this process (all threads) since the previous reading, in % of one core."""
+
+    def __init__(self) -> None:
+        self._cpu, self._wall = time.process_time(), time.monotonic()
+
+    def percent(self) -> float:
+        cpu, wall = time.process_time(), time.monotonic()
+        used = 100.0 * (cpu - self._cpu) / max(wall - self._wall, 1e-6)
+        self._cpu, self._wall = cpu, wall
+        return used
