@@ -152,3 +152,23 @@ def test_fusion_node_flood_is_counted_exactly(ros_domain: int, tmp_path: Path) -
     assert sum(drops.values()) == dropped
     assert drops.get("busy", 0) > 0, values  # the receiver could not fuse 100 frames/s
     assert int(values["fused"]) + drops.get("busy", 0) == frames + 1
+
+
+def test_summary_reads_ledger_rate_and_cpu() -> None:
+    from codealign_ros.demo.summary import realtime_stats, transport_ledger
+
+    values = {"ledger_offered": "10", "ledger_fused": "6", "ledger_dropped": "3",
+              "ledger_held": "1", "drop_busy": "2"}
+    assert transport_ledger(values) == {"ledger": {"offered": 10, "fused": 6, "dropped": 3,
+                                                   "held": 1}, "balanced": True}
+    assert transport_ledger({"drop_busy": "1"}) == {}
+    diag = {"kind": "diagnostics", "source": "main", "name": "codealign fusion cav_1"}
+    records = [{"kind": "pose", "t": 0.0, "stamp": 1},
+               *({"kind": "detections", "source": "fused", "t": 0.1 * k} for k in range(11)),
+               {**diag, "t": 0.5, "values": {"cpu_percent": "40.0", "total_ms": "30"}},
+               {**diag, "t": 0.9, "values": {"cpu_percent": "60.0", "total_ms": "50"}},
+               {**diag, "t": 9.0, "values": {"cpu_percent": "0.0", "total_ms": "50"}}]
+    stats = realtime_stats(records)
+    assert stats["achieved_hz"] == 10.0
+    node = stats["nodes"]["codealign fusion cav_1"]
+    assert node["cpu_percent"] == 50.0 and node["total_ms"]["n"] == 2  # idle tail left out

@@ -18,10 +18,14 @@ code space; it returns None (accepted) or the drop reason, counted in `drops`:
   out_of_range     farther than comm_range_m from the ego's latest pose
   too_many_peers   max_peers agents already hold fresh maps (flood protection; expired
                    agents are evicted first, fresh ones are never displaced)
-Accepted maps that no fusion ever used are counted too (`drops`, so that offered = fused +
-dropped + held, see pipeline/transport.py for the transport reasons superseded / busy / lost):
+Accepted maps that no fusion ever used are counted too (`drops`), so that offered = fused +
+dropped + held (pipeline.transport.ledger):
   unused           replaced by a newer map of the same agent and space, or expired, before any
                    ego frame fused it; or the ego's own map in another code space
+The node's transport (pipeline/transport.py, fusion_node) adds, before a map reaches `offer`:
+  superseded       a peer's pending map replaced by its newer one before the worker took it
+  busy             an ego frame replaced by the next one while the node was fusing (skipped)
+  lost             the RMW's message-lost events of the code-map subscription
 Nothing is decoded before these checks pass. `fuse(ego_map)` then takes, per peer, the map in
 the ego's space when its stamp is within max_age_s of the ego stamp (sender-side D2C), else
 a foreign-space map translated here by the source group's UCT; warps every map from the
