@@ -158,8 +158,9 @@ def realtime_stats(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Achieved fused-frame rate (Hz, wall clock), and per node over its /diagnostics from the
     first ego pose to the last fused frame: mean CPU % (of one core) and p50/p95 of the stage
     timings it reports (sampled once per second: the last frame's)."""
-    fused_t = [r["t"] for r in records if r["kind"] == "detections" and r["source"] == "fused"]
-    start = next((r["t"] for r in records if r["kind"] == "pose"), None)
+    fused_t = [r["t"] for r in records
+               if r["kind"] == "detections" and r["source"] == "fused" and "t" in r]
+    start = next((r["t"] for r in records if r["kind"] == "pose" and "t" in r), None)
     rate = (len(fused_t) - 1) / (fused_t[-1] - fused_t[0]) \
         if len(fused_t) > 1 and fused_t[-1] > fused_t[0] else None
     nodes: dict[str, dict[str, list[float]]] = collections.defaultdict(
@@ -167,7 +168,7 @@ def realtime_stats(records: list[dict[str, Any]]) -> dict[str, Any]:
     end = fused_t[-1] if fused_t else None  # the player lingers idle after the bag
     for r in records:
         if r["kind"] != "diagnostics" or r["source"] != "main" or start is None \
-                or not start <= r["t"] <= end + 1.0:
+                or end is None or not start <= r.get("t", -1.0) <= end + 1.0:
             continue
         for key in ("cpu_percent", *STAGE_KEYS):
             try:
