@@ -54,10 +54,12 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     """Dataset generation, rosbag conversion and replay."""
     from codealign_ros.data.bag import add_convert_parser
     from codealign_ros.data.synth import add_synth_parser
+    from codealign_ros.data.visibility import add_stats_parser
     from codealign_ros.nodes.bag_player import add_play_parser
     from codealign_ros.nodes.launcher import add_launch_parser
 
     add_synth_parser(sub)
+    add_stats_parser(sub)
     add_convert_parser(sub)
     add_play_parser(sub)
     add_launch_parser(sub)

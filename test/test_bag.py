@@ -75,20 +75,56 @@ def sensor_topics(agent: str) -> dict[str, str]:
 def test_topics_types_counts_and_stamps(bag, frames) -> None:
     _, stats, messages = bag
     expected = {topic("gt_objects"): "codealign_msgs/msg/Detection3DArray",
-                topic("gt_markers"): "visualization_msgs/msg/MarkerArray"}
+                topic("gt_markers"): "visualization_msgs/msg/MarkerArray",
+                topic("tf"): "tf2_msgs/msg/TFMessage"}
     for agent in AGENTS:
         expected.update(sensor_topics(agent))
-    assert {name: msgs[0][0] for name, msgs in messages.items()} == expected
+    tf_static = {topic("tf_static"): "tf2_msgs/msg/TFMessage"}
+    assert {name: msgs[0][0] for name, msgs in messages.items()} == {**expected, **tf_static}
     stamps = [f.stamp_ns for f in frames]
-    for msgs in messages.values():
+    for name, msgs in messages.items():
+        if name in (topic("tf"), topic("tf_static")):
+            continue  # test_tf_of_every_frame
         assert [stamp for _, stamp, _, _ in msgs] == stamps
         headers = [m.markers[-1].header if hasattr(m, "markers") else m.header
                    for *_, m in msgs]
         assert [h.stamp.sec * 10**9 + h.stamp.nanosec for h in headers] == stamps
-    assert (stats.frames, stats.messages, stats.agent_frames) == (3, 3 * len(expected), 6)
+    assert (stats.frames, stats.messages, stats.agent_frames) == (3, 3 * len(expected) + 1, 6)
     assert stats.duration_s == pytest.approx(0.2)
     assert stats.agent_seconds == pytest.approx(0.6)
     assert stats.bytes > 3 * 2 * 50 * 16 and stats.bytes_per_agent_second > 0
+
+
+def test_tf_of_every_frame(bag, frames) -> None:
+    """map -> <agent>/lidar per frame = the LiDAR pose; <agent>/lidar -> <agent>/camera<i>
+    once, static, latched = inv(extrinsic); both resolve through core.tf.TfBuffer."""
+    from codealign_ros.core.tf import TfBuffer, Transform
+    from codealign_ros.data.bag import camera_frame
+
+    path, _, messages = bag
+    buffer = TfBuffer(max_gap_ns=100_000_000)
+    for name in (topic("tf_static"), topic("tf")):
+        for _, _, _, msg in messages[name]:
+            for t in msg.transforms:
+                tr, q = t.transform.translation, t.transform.rotation
+                matrix = GridPose((tr.x, tr.y, tr.z), (q.x, q.y, q.z, q.w)).to_matrix()
+                buffer.add(Transform(t.header.frame_id, t.child_frame_id,
+                                     t.header.stamp.sec * 10**9 + t.header.stamp.nanosec,
+                                     matrix, static=name == topic("tf_static")))
+    assert len(messages[topic("tf_static")]) == 1 and len(messages[topic("tf")]) == len(frames)
+    for fr in frames:
+        for agent, src in fr.agents.items():
+            grid = frame("grid", agent=agent)
+            np.testing.assert_allclose(buffer.lookup(frame("world"), grid, fr.stamp_ns),
+                                       src.lidar_pose, atol=1e-6)
+            for i, cam in enumerate(src.cameras):
+                np.testing.assert_allclose(
+                    buffer.lookup(frame("world"), camera_frame(agent, i), fr.stamp_ns),
+                    src.lidar_pose @ np.linalg.inv(cam.extrinsic), atol=1e-6)
+    with AnyReader([path]) as reader:
+        qos = {c.topic: c.ext.offered_qos_profiles for c in reader.connections}
+    assert qos[topic("tf_static")][0].durability.name == "TRANSIENT_LOCAL"
+    assert qos[topic("tf_static")][0].depth == 1
 
 
 def test_sensor_messages_equal_the_frames(bag, frames) -> None:

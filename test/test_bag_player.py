@@ -127,7 +127,8 @@ def test_player_publishes_stored_bytes_in_order_with_bag_timing(ros_domain: int,
     clocks = [clock_ns(c) for _, c in received[CLOCK_TOPIC]]
     assert clocks == sorted(set(clocks)) and set(clocks) <= set(stamps)
     assert clocks[-1] == stamps[-1]
-    assert summary(out)["messages"] == FRAMES * 10 and summary(out)["loops"] == 1
+    # 10 topics + /tf per frame, /tf_static once
+    assert summary(out)["messages"] == FRAMES * 11 + 1 and summary(out)["loops"] == 1
 
 
 def test_player_loops_from_start_offset_on_selected_topics(ros_domain: int, bag: Path) -> None:

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-COMMANDS = [[], ["demo"], ["synth"], ["convert"], ["play"]]
+COMMANDS = [[], ["demo"], ["synth"], ["dataset-stats"], ["convert"], ["play"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "codealign")

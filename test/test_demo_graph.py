@@ -22,7 +22,8 @@ from codealign_ros.demo.bev_picture import AgentMark, draw_bev
 from codealign_ros.demo.runner import (DemoError, DemoOptions, check_models, demo_specs,
                                        run_demo)
 from codealign_ros.demo.scene import BagTruth
-from codealign_ros.demo.summary import load_record, summarize
+from codealign_ros.demo.recording import bag_topics, load_recording
+from codealign_ros.demo.summary import summarize
 from codealign_ros.models.profile import load_profile
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,7 +73,7 @@ def test_raw_codemap_bytes_are_height_width_bits(demo_run: tuple[dict[str, Any],
     summary, out = demo_run
     profile = load_profile("mini")
     grid, bits = profile.grid, int(math.log2(profile.num_codes))
-    maps = [r for r in load_record(out / "record.jsonl") if r["kind"] == "codemap"]
+    maps = [r for r in load_recording(out / "recording") if r["kind"] == "codemap"]
     assert {r["agent"] for r in maps} == set(summary["agents"])
     for rec in maps:
         assert "error" not in rec, rec
@@ -89,6 +90,7 @@ def test_summary_and_picture_are_written(demo_run: tuple[dict[str, Any], Path]) 
     assert summary["latency_ms"]["end_to_end"]["p50"] is not None
     picture = Path(summary["picture"])
     assert picture.is_file() and picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert Path(summary["animation"]).read_bytes()[:6] == b"GIF89a"
 
 
 # -- ROS-free parts on a hand-made record ---------------------------------------------------
@@ -170,19 +172,21 @@ def test_bev_picture_draws_every_layer(tmp_path: Path) -> None:
 def test_graph_has_one_receiver_and_the_recorder(tmp_path: Path) -> None:
     agents = [("cav_1", "m1"), ("cav_2", "m4"), ("rsu_1", "m2")]
     specs = demo_specs(DemoOptions(rate=0.5), tmp_path / "bag", agents, 8,
-                       tmp_path / "record.jsonl")
+                       tmp_path / "recording")
     by_name = {s.name: s for s in specs}
     assert specs[0].name == "demo_recorder" and specs[-1].executable == "bag_player"
     assert {"vehicle_cav_1", "vehicle_cav_2", "vehicle_rsu_1"} <= set(by_name)
     # the ego-only baseline is computed afterwards from the recorded ego maps: one receiver
     assert [s.name for s in specs if s.executable == "fusion_node"] == ["fusion_cav_1"]
     assert by_name["fusion_cav_1"].parameters["modality"] == "m1"
-    assert specs[0].parameters["codemap_subscribers"] == 2
+    assert specs[0].parameters["codemap_subscribers"] == 3  # fusion, code-map images, recorder
     assert DemoOptions().rate == 1.0
     # the player starts once every vehicle's sensor subscriptions (2 + 9 + 2) and the
-    # recorder's two (gt, ego pose) matched
+    # recorder's bag topics (TF, ground truth, every agent's pose and cloud) matched
     player = specs[-1].arguments
-    assert player[player.index("--wait-for-subscribers") + 1] == "15"
+    assert len(bag_topics([a for a, _ in agents])) == 4 + 2 * 3
+    assert player[player.index("--wait-for-subscribers") + 1] == "23"
+    assert by_name["codemap_images"].parameters["publish_images"] is True
     assert player[player.index("--rate") + 1] == "0.5"
     assert specs[0].parameters["processing_topics"] == [
         "/vehicle_cav_1/processing_time_ms", "/vehicle_cav_2/processing_time_ms",

@@ -80,7 +80,7 @@ def test_vehicle_parameters_follow_the_arguments() -> None:
         "vehicle_cav_2", "vehicle_node", "codealign_ros.nodes.vehicle_node")
     assert spec.parameters == {"agent_id": "cav_2", "modality": "m4", "backend": "auto",
                                "profile": "mini", "model_dir": "models/mini",
-                               "use_sim_time": True}
+                               "use_sim_time": True, "publish_tf": False}
 
 
 def test_typed_arguments_are_converted() -> None:
@@ -249,11 +249,13 @@ def test_rviz_config_shows_the_configured_topics_in_the_world_frame() -> None:
     assert len(displays["Grid"]) == 1
     assert {d["Topic"]["Value"] for d in displays["MarkerArray"]} == {topic("markers"),
                                                                       topic("gt_markers")}
-    (cloud,) = displays["PointCloud2"]
-    assert cloud["Topic"]["Value"] == topic("lidar", agent=graph_arguments("vehicle")["agent"]
-                                            .default)
+    clouds = displays["PointCloud2"]  # one per agent of the demo scene
+    assert [c["Topic"]["Value"] for c in clouds] == [topic("lidar", agent=a)
+                                                     for a in lookup("viz", "demo_agents")]
     policy = {"best_effort": "Best Effort", "reliable": "Reliable"}
-    assert cloud["Topic"]["Reliability Policy"] == policy[qos_settings("sensor")["reliability"]]
+    for cloud in clouds:
+        assert cloud["Topic"]["Reliability Policy"] == \
+            policy[qos_settings("sensor")["reliability"]]
     for marker in displays["MarkerArray"]:
         assert marker["Topic"]["Reliability Policy"] == \
             policy[qos_settings("output")["reliability"]]

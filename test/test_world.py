@@ -1,6 +1,8 @@
 """The generated mini V2X world: determinism, sensor geometry, occlusion, ground-truth motion."""
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 
@@ -8,6 +10,7 @@ from codealign_ros.core.geometry import box_corners, transform_points, yaw_matri
 from codealign_ros.data.sensors import GROUND, Scene, cast_rays, lidar_scan
 from codealign_ros.data.types import CooperativeFrame, agent_name
 from codealign_ros.data.world import World, WorldConfig
+from codealign_ros.data.world_presets import default_world, load_world
 
 SMALL = dict(agents=3, rsu=True, beams=32, azimuth_steps=360, image_size=(64, 48),
              background_vehicles=12)
@@ -178,3 +181,48 @@ def test_boxes_move_like_vehicles(small: tuple[World, list]) -> None:
 def test_agent_count_is_validated(agents: int) -> None:
     with pytest.raises(ValueError, match="agents must be 2..7 connected vehicles, got"):
         WorldConfig(seed=0, agents=agents)
+
+
+def _digest(world: World, n: int) -> str:
+    """Digest of what a world generates (boxes, ids, keys, points, first camera)."""
+    h = hashlib.sha256()
+    for f in world.frames(n, "golden"):
+        h.update(np.round(f.boxes, 4).tobytes() + f.box_ids.tobytes() + f.timestamp.encode())
+        for a in f.agents.values():
+            h.update(np.round(a.points.astype(np.float64), 3).tobytes())
+            h.update(a.cameras[0].image.tobytes())
+    return h.hexdigest()
+
+
+# What the `open` world (the one models/mini was trained on) generated before presets existed.
+OPEN_DIGEST = "8678e5391f916081f862dc9453e9818c9419292f39fccf1de8da2327be03a4ff"
+GOLDEN = dict(agents=3, rsu=True, beams=32, azimuth_steps=180, image_size=(16, 12))
+
+
+@pytest.mark.parametrize("world", [None, "open"])
+def test_open_world_is_unchanged(world: str | None) -> None:
+    assert default_world() == "open"
+    assert _digest(World(WorldConfig(seed=11, world=world, **GOLDEN), 2), 2) == OPEN_DIGEST
+
+
+def test_occluded_world_parks_vehicles_clear_of_everything() -> None:
+    world, frames = _frames(7, n=3, world="occluded", background_vehicles=None)
+    preset = load_world("occluded")
+    moving = len(world._loop)
+    parked = frames[0].boxes[moving:]
+    assert len(world.roads) == 4 and moving == 3 + preset.background_vehicles
+    assert len(parked) > 40 and len(frames[0].box_classes) == len(frames[0].boxes)
+    assert {"car", "van", "truck"} <= set(frames[0].box_classes[moving:])
+    assert len(set(frames[0].box_ids.tolist())) == len(frames[0].boxes)
+    assert not _overlapping_pairs(np.concatenate([frames[0].boxes, world.static_boxes])).any()
+    for later in frames[1:]:  # parked vehicles stand still, the others keep moving
+        np.testing.assert_array_equal(later.boxes[moving:], parked)
+        assert not _overlapping_pairs(later.boxes).any()
+    assert _digest(world, 1) == _digest(World(world.config, 1), 1)
+    assert _digest(world, 1) != _digest(World(WorldConfig(seed=7, **{**SMALL, "world": "open"}),
+                                              1), 1)
+
+
+def test_unknown_world_is_rejected() -> None:
+    with pytest.raises(KeyError, match="no world 'nowhere'"):
+        WorldConfig(seed=0, world="nowhere")

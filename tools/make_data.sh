@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Generate the mini-V2X dataset (OPV2V layout) used by `make models` and `make paper-table`.
 # Idempotent: a split is regenerated only when its stamp (the generator arguments) changed.
+# WORLD=occluded picks a world preset of config/worlds.yaml (default: the file's default).
 set -eo pipefail
 root=${1:-data/mini-v2x}
 gen() {  # split scenes seed
   local split=$1 scenes=$2 seed=$3 stamp="$root/$1/.generated"
-  local args="--format opv2v --scenes $scenes --frames 20 --agents 3 --rsu --seed $seed --split $split"
+  local args="--format opv2v --scenes $scenes --frames 20 --agents 3 --rsu --seed $seed --split $split${WORLD:+ --world $WORLD}"
   if [[ -f $stamp && $(cat "$stamp") == "$args" ]]; then
     echo "data: $root/$split up to date"; return
   fi

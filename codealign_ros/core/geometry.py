@@ -47,6 +47,25 @@ def yaw_matrix(x: float, y: float, z: float, yaw_rad: float) -> np.ndarray:
     return rt_to_matrix([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], [x, y, z])
 
 
+def quaternion_xyzw(rotation: np.ndarray) -> np.ndarray:
+    """Unit quaternion (x, y, z, w), w >= 0, of a 3x3 rotation matrix."""
+    m = np.asarray(rotation, np.float64)
+    # Shepperd: pivot on the largest of 4w^2, 4x^2, 4y^2, 4z^2 for numerical stability.
+    diag = np.array([m.trace(), m[0, 0] - m[1, 1] - m[2, 2], m[1, 1] - m[0, 0] - m[2, 2],
+                     m[2, 2] - m[0, 0] - m[1, 1]])
+    pivot = int(np.argmax(diag))
+    s = 2.0 * np.sqrt(max(1.0 + diag[pivot], 1e-12))
+    w_, x_, y_, z_ = {
+        0: (s / 4, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s),
+        1: ((m[2, 1] - m[1, 2]) / s, s / 4, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s),
+        2: ((m[0, 2] - m[2, 0]) / s, (m[0, 1] + m[1, 0]) / s, s / 4, (m[1, 2] + m[2, 1]) / s),
+        3: ((m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, s / 4),
+    }[pivot]
+    q = np.array([x_, y_, z_, w_])
+    q /= np.linalg.norm(q)
+    return -q if q[3] < 0 else q
+
+
 def transform_points(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Apply a 4x4 transform to (N, >=3) points; extra columns (intensity) are kept."""
     pts = np.asarray(points)

@@ -11,8 +11,11 @@ Every frame becomes these messages, all stamped `frame.stamp_ns` (header and bag
   visualization_msgs/MarkerArray (DELETEALL, then one green LINE_LIST per box), in
   `frame("world")`.
 
-No transforms are written (/tf_static is out of scope): an agent's LiDAR -> world transform
-is its pose, and camera i -> world is `lidar_pose @ inv(cameras[i].extrinsic)`.
+- TF (REP 105 / REP 103, `core.tf.frame_transforms`): `topic("tf")` tf2_msgs/TFMessage with
+  `frame("world")` -> `frame("grid")` of every agent (its LiDAR -> world pose) per frame, and
+  `topic("tf_static")` with `frame("grid")` -> `frame("camera")` i of every camera
+  (inv(cameras[i].extrinsic)), written again (the full set, as tf2's static broadcaster does)
+  whenever a frame brings a new one; its connection offers the latched QoS of tf2.
 """
 from __future__ import annotations
 
@@ -26,14 +29,17 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
+from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness, QosReliability,
+                                QosTime)
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.rosbag2.errors import WriterError
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 from tqdm import tqdm
 
-from codealign_ros.config import frame, topic
-from codealign_ros.core.geometry import BOX_EDGES, box_corners
+from codealign_ros.config import frame, qos_settings, topic
+from codealign_ros.core.geometry import BOX_EDGES, box_corners, quaternion_xyzw
+from codealign_ros.core.tf import Transform, frame_transforms
 from codealign_ros.data.types import NS_PER_S, AgentFrame, CooperativeFrame, DatasetError
 
 FRAME_RATE_HZ = 10.0  # OPV2V and DAIR-V2X tick rate; one agent-frame = 0.1 agent-seconds
@@ -49,6 +55,7 @@ CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
 POSE_STAMPED = "geometry_msgs/msg/PoseStamped"
 DETECTION3D_ARRAY = "codealign_msgs/msg/Detection3DArray"
 MARKER_ARRAY = "visualization_msgs/msg/MarkerArray"
+TF_MESSAGE = "tf2_msgs/msg/TFMessage"
 
 Message = tuple[str, str, object]  # (topic, message type, rosbags message)
 Loaders = list[tuple[str, Callable[[], CooperativeFrame]]]  # (frame label, load function)
@@ -84,25 +91,6 @@ def camera_frame(agent: str, index: int) -> str:
     return frame("camera", agent=agent, index=index)
 
 
-def quaternion_xyzw(rotation: np.ndarray) -> np.ndarray:
-    """Unit quaternion (x, y, z, w), w >= 0, of a 3x3 rotation matrix."""
-    m = np.asarray(rotation, np.float64)
-    # Shepperd: pivot on the largest of 4w^2, 4x^2, 4y^2, 4z^2 for numerical stability.
-    diag = np.array([m.trace(), m[0, 0] - m[1, 1] - m[2, 2], m[1, 1] - m[0, 0] - m[2, 2],
-                     m[2, 2] - m[0, 0] - m[1, 1]])
-    pivot = int(np.argmax(diag))
-    s = 2.0 * np.sqrt(max(1.0 + diag[pivot], 1e-12))
-    w_, x_, y_, z_ = {
-        0: (s / 4, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s),
-        1: ((m[2, 1] - m[1, 2]) / s, s / 4, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s),
-        2: ((m[0, 2] - m[2, 0]) / s, (m[0, 1] + m[1, 0]) / s, s / 4, (m[1, 2] + m[2, 1]) / s),
-        3: ((m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, s / 4),
-    }[pivot]
-    q = np.array([x_, y_, z_, w_])
-    q /= np.linalg.norm(q)
-    return -q if q[3] < 0 else q
-
-
 class _Builder:
     """Builds the rosbags messages of one frame from the typestore's classes."""
 
@@ -127,6 +115,18 @@ class _Builder:
         orientation = self.t["geometry_msgs/msg/Quaternion"](x=x, y=y, z=z, w=w)
         return self.t["geometry_msgs/msg/Pose"](position=self.point(matrix[:3, 3]),
                                                 orientation=orientation)
+
+    def transforms(self, transforms: Iterable[Transform]) -> Any:
+        """tf2_msgs/TFMessage of `transforms` (each stamped with its own time)."""
+        stamped = self.t["geometry_msgs/msg/TransformStamped"]
+        out = []
+        for t in transforms:
+            pose = self.pose(t.matrix)
+            p, q = pose.position, pose.orientation
+            out.append(stamped(header=self.header(t.stamp_ns, t.parent), child_frame_id=t.child,
+                               transform=self.t["geometry_msgs/msg/Transform"](
+                                   translation=self.vector((p.x, p.y, p.z)), rotation=q)))
+        return self.t[TF_MESSAGE](transforms=out)
 
     def pointcloud(self, points: np.ndarray, header: Any) -> Any:
         xyzi = np.ascontiguousarray(points, dtype="<f4")
@@ -206,14 +206,51 @@ def agent_messages(build: _Builder, agent: AgentFrame, stamp_ns: int) -> Iterato
     yield topic("pose", agent=name), POSE_STAMPED, pose
 
 
-def frame_messages(frame_: CooperativeFrame, store: Typestore | None = None) -> Iterator[Message]:
-    """All messages of one frame, in bag order: agents (ego first), then ground truth."""
+def transforms_of(frame_: CooperativeFrame) -> list[Transform]:
+    """TF of one frame: world -> grid per agent, grid -> camera i (static)."""
+    return frame_transforms(
+        frame_.stamp_ns, {a: ag.lidar_pose for a, ag in frame_.agents.items()},
+        {a: [c.extrinsic for c in ag.cameras] for a, ag in frame_.agents.items()},
+        frame("world"), lambda a: frame("grid", agent=a), camera_frame)
+
+
+def frame_messages(frame_: CooperativeFrame, store: Typestore | None = None,
+                   static: dict[str, Transform] | None = None) -> Iterator[Message]:
+    """All messages of one frame, in bag order: TF, agents (ego first), ground truth.
+
+    `static` collects the static transforms written so far (child -> transform); /tf_static is
+    written (with all of them) only when this frame adds one. None: a fresh collection.
+    """
     build = _Builder(store or typestore())
+    static = {} if static is None else static
+    transforms = transforms_of(frame_)
+    fresh = [t for t in transforms if t.static and t.child not in static]
+    static.update({t.child: t for t in fresh})
+    if fresh:
+        yield topic("tf_static"), TF_MESSAGE, build.transforms(static.values())
+    yield topic("tf"), TF_MESSAGE, build.transforms(t for t in transforms if not t.static)
     for agent in frame_.agents.values():
         yield from agent_messages(build, agent, frame_.stamp_ns)
     header = build.header(frame_.stamp_ns, frame("world"))
     yield topic("gt_objects"), DETECTION3D_ARRAY, build.detections(frame_, header)
     yield topic("gt_markers"), MARKER_ARRAY, build.markers(frame_, header)
+
+
+def bag_qos(key: str) -> Qos:
+    """The rosbags Qos of topics.yaml `qos.<key>` (offered by a bag connection)."""
+    q, never = qos_settings(key), QosTime(0, 0)
+    return Qos(history=QosHistory[q["history"].upper()], depth=int(q["depth"]),
+               reliability=QosReliability[q["reliability"].upper()],
+               durability=QosDurability[q["durability"].upper()], deadline=never,
+               lifespan=never, liveliness=QosLiveliness.AUTOMATIC,
+               liveliness_lease_duration=never, avoid_ros_namespace_conventions=False)
+
+
+def offered_qos(name: str) -> tuple[Qos, ...]:
+    """QoS a bag connection of topic `name` offers: tf2's for /tf and /tf_static, else none
+    (the player's defaults by type)."""
+    keys = {topic("tf"): "tf", topic("tf_static"): "tf_static"}
+    return (bag_qos(keys[name]),) if name in keys else ()
 
 
 @dataclass
@@ -254,16 +291,18 @@ def write_bag(frames: Iterable[CooperativeFrame], out: Path, storage: str = "mca
     out, store, stats = Path(out), typestore(), BagStats()
     connections: dict[str, Any] = {}
     first_ns = last_ns = None
+    static: dict[str, Transform] = {}
     started = time.monotonic()
     writer = Writer(out, version=Writer.VERSION_LATEST, storage_plugin=STORAGES[storage])
     try:
         with writer:
             for frame_ in tqdm(frames, total=total, unit="frame", disable=not progress):
-                for name, msgtype, msg in frame_messages(frame_, store):
+                for name, msgtype, msg in frame_messages(frame_, store, static):
                     conn = connections.get(name)
                     if conn is None:
                         conn = connections[name] = writer.add_connection(
-                            name, msgtype, typestore=store)
+                            name, msgtype, typestore=store,
+                            offered_qos_profiles=offered_qos(name))
                     writer.write(conn, frame_.stamp_ns, store.serialize_cdr(msg, msgtype))
                     stats.messages += 1
                 stats.frames += 1
@@ -341,8 +380,9 @@ def add_convert_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "convert", help="convert OPV2V / DAIR-V2X frames into a rosbag2 (mcap or sqlite3)",
         description="Write every frame of a dataset as sensor_msgs (PointCloud2, Image, "
-                    "CameraInfo), PoseStamped, ground-truth Detection3DArray and MarkerArray "
-                    "topics into a new rosbag2, stamped with the frames' capture times. "
+                    "CameraInfo), PoseStamped, TF (/tf, /tf_static), ground-truth "
+                    "Detection3DArray and MarkerArray topics into a new rosbag2, stamped "
+                    "with the frames' capture times. "
                     "Play it back with `codealign play BAG` (no `ros2 bag` needed).",
         epilog="example: codealign convert --dataset opv2v --root ~/OPV2V --split test "
                "--scenario 2021_08_18_19_48_05 --out bags/opv2v_test")

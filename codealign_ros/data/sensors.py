@@ -101,7 +101,7 @@ def _box_bounds(origin: np.ndarray, boxes: np.ndarray, max_range: float
     return np.linalg.norm(gap, axis=1) <= max_range, np.stack([start, width, sin_lo, sin_hi])
 
 
-def _concat_ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+def concat_ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Concatenation of arange(start, start + count) over the ranges."""
     offsets = np.cumsum(counts) - counts
     return np.repeat(starts - offsets, counts) + np.arange(counts.sum())
@@ -121,7 +121,7 @@ def _shared_origin_pairs(dirs: np.ndarray, bounds: np.ndarray
     g_hi = np.clip(np.floor((sin_hi - dz0) / step), -1, ELEVATION_BINS - 1).astype(np.int64)
     n_groups = np.maximum(g_hi - g_lo + 1, 0)
     box = np.tile(np.repeat(np.arange(len(start)), n_groups), 2)
-    cell = np.tile(8.0 * _concat_ranges(g_lo, n_groups), 2)
+    cell = np.tile(8.0 * concat_ranges(g_lo, n_groups), 2)
     a0 = start[box] + np.pi
     a1 = a0 + width[box]  # a run [a0, min(a1, 2 pi)] and, past 2 pi, a wrapped run [0, a1 - 2 pi]
     half = len(box) // 2
@@ -131,7 +131,7 @@ def _shared_origin_pairs(dirs: np.ndarray, bounds: np.ndarray
     ends = np.cumsum(counts)
     cuts = np.searchsorted(ends, np.arange(PAIR_BUDGET, ends[-1] if len(ends) else 0, PAIR_BUDGET))
     for part in np.split(np.arange(len(counts)), cuts):
-        yield order[_concat_ranges(lo[part], counts[part])], np.repeat(box[part], counts[part])
+        yield order[concat_ranges(lo[part], counts[part])], np.repeat(box[part], counts[part])
 
 
 def _all_pairs(n_rays: int, n_boxes: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:

@@ -36,6 +36,9 @@ def add_synth_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--agents", type=int, default=3,
                    help="connected vehicles per scenario, 2..7 (opv2v; dairv2x has 1 + RSU)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--world", default=None, metavar="NAME",
+                   help="world preset of config/worlds.yaml (open, occluded, ...; "
+                        "default: its `default`)")
     p.add_argument("--beams", type=int, choices=(32, 64), default=64, help="LiDAR beams")
     p.add_argument("--image-size", type=_image_size, default=(160, 120), metavar="WxH")
     p.add_argument("--rsu", action="store_true", help="add a road-side unit (opv2v)")
@@ -60,7 +63,8 @@ def generate(args: argparse.Namespace) -> Iterator[CooperativeFrame]:
 
     dair = args.format == "dairv2x"
     config = WorldConfig(seed=args.seed, agents=2 if dair else args.agents,
-                         rsu=args.rsu or dair, beams=args.beams, image_size=args.image_size)
+                         rsu=args.rsu or dair, beams=args.beams, image_size=args.image_size,
+                         world=getattr(args, "world", None))
     for scene in range(args.scenes):
         name = f"synth_s{args.seed}_{scene:03d}"
         for frame in World(config, scene).frames(args.frames, name):
@@ -71,6 +75,11 @@ def run_synth(args: argparse.Namespace) -> int:
     """Generate and write the dataset; prints throughput."""
     if args.scenes < 1 or args.frames < 1:
         raise SystemExit("synth: --scenes and --frames must be >= 1")
+    from codealign_ros.data.world_presets import world_names
+
+    if args.world is not None and args.world not in world_names():
+        raise SystemExit(f"synth: unknown --world {args.world!r}; choose from "
+                         f"{', '.join(world_names())} (config/worlds.yaml)")
     start, total = time.perf_counter(), args.scenes * args.frames
     frames = tqdm(generate(args), total=total, unit="frame", disable=args.no_progress,
                   desc=f"synth {args.format}")

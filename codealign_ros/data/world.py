@@ -24,6 +24,7 @@ import numpy as np
 from codealign_ros.core.geometry import box_corners, rt_to_matrix, wrap_angle, yaw_matrix
 from codealign_ros.data.sensors import Scene, intrinsic_from_fov, lidar_scan, render_camera
 from codealign_ros.data.types import NS_PER_S, AgentFrame, CameraFrame, CooperativeFrame, agent_name
+from codealign_ros.data.world_presets import WorldPreset, default_world, load_world
 
 LANE_WIDTH = 3.5
 ROAD_HALF_WIDTH = 2 * LANE_WIDTH  # 2 lanes per direction
@@ -41,7 +42,6 @@ CAMERA_RANGE = 150.0
 # class: (length, width, height) low and high; background traffic mix.
 SIZES = {"car": ((4.2, 1.8, 1.4), (4.9, 2.0, 1.6)), "van": ((5.0, 1.95, 1.9), (5.4, 2.1, 2.3)),
          "truck": ((8.0, 2.4, 3.0), (10.0, 2.6, 3.4))}
-TRAFFIC_MIX = {"car": 0.7, "van": 0.15, "truck": 0.15}
 REFLECTIVITY = {"vehicle": 0.55, "building": 0.30, "wall": 0.25}
 # Camera mounts (x, y, z offset from the LiDAR, yaw deg, pitch-down deg): front, right, left, back.
 VEHICLE_CAMERAS = [(1.0, 0.0, -0.2, 0.0, 0.0), (0.0, -0.6, -0.2, -90.0, 0.0),
@@ -51,7 +51,10 @@ RSU_CAMERAS = [(0.0, 0.0, -0.3, yaw, 15.0) for yaw in (0.0, -90.0, 90.0, 180.0)]
 
 @dataclass
 class WorldConfig:
-    """World size and sensor settings (agents: connected vehicles, 2..7; beams: 32 or 64)."""
+    """World size and sensor settings (agents: connected vehicles, 2..7; beams: 32 or 64).
+
+    world: a preset of config/worlds.yaml (None: its default); background_vehicles: moving
+    traffic, None for the preset's number."""
 
     seed: int
     agents: int = 3
@@ -60,9 +63,15 @@ class WorldConfig:
     azimuth_steps: int = 1024
     image_size: tuple[int, int] = (160, 120)
     lidar_range: float = 100.0
-    background_vehicles: int = 20
+    background_vehicles: int | None = None
+    world: str | None = None
 
     def __post_init__(self) -> None:
+        if self.world is None:
+            self.world = default_world()
+        self.preset: WorldPreset = load_world(self.world)  # ConfigError for an unknown name
+        if self.background_vehicles is None:
+            self.background_vehicles = self.preset.background_vehicles
         if self.seed < 0:
             raise ValueError(f"WorldConfig.seed must be >= 0, got {self.seed}")
         if not 2 <= self.agents <= 7:
@@ -122,6 +131,10 @@ class World:
         self.roads = self._make_roads(rng)
         self.static_boxes, static_colors, static_refl = self._make_occluders(rng)
         self._make_traffic(rng)
+        self._make_parked()
+        self.box_ids = rng.choice(np.arange(100, 1000), len(self.box_classes), replace=False)
+        self.box_ids[:self.config.agents].sort()
+        self.cav_ids = [int(i) for i in self.box_ids[:self.config.agents]]
         count = len(self.box_ids)
         self._colors = np.concatenate(
             [_hsv_colors((self.box_ids * 0.618034) % 1.0, 0.65, 0.85), static_colors])
@@ -135,9 +148,10 @@ class World:
     # -- layout -------------------------------------------------------------------------
     def _make_roads(self, rng: np.random.Generator) -> np.ndarray:
         """A cross at the origin, plus up to two more roads forming a grid."""
-        gap = rng.uniform(60.0, 85.0)
+        preset = self.config.preset
+        gap = rng.uniform(*preset.block)
         grid = [(0.0, 0.0, 0.0), (0.0, 0.0, np.pi / 2), (0.0, gap, 0.0), (gap, 0.0, np.pi / 2)]
-        chosen = np.array(grid[:int(rng.integers(2, 5))])
+        chosen = np.array(grid[:int(rng.integers(preset.roads[0], preset.roads[1] + 1))])
         return np.column_stack([chosen, np.tile([ROAD_HALF_LENGTH, ROAD_HALF_WIDTH, LANE_WIDTH],
                                                 (len(chosen), 1))])
 
@@ -160,10 +174,11 @@ class World:
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Buildings set back behind the sidewalk and low walls along it, none overlapping
         each other, a road, or (walls) an intersection. Returns boxes, colours, reflectivity."""
-        n_b, n_w = 7 * len(self.roads), 3 * len(self.roads)
+        preset = self.config.preset
+        n_b, n_w = preset.buildings_per_road * len(self.roads), preset.walls_per_road * len(self.roads)
         buildings = self._roadside_boxes(
-            rng, 20 * n_b, ROAD_HALF_WIDTH + SIDEWALK + rng.uniform(0, 6, 20 * n_b),
-            rng.uniform([8, 8, 6], [30, 20, 25], (20 * n_b, 3)))
+            rng, 20 * n_b, ROAD_HALF_WIDTH + SIDEWALK + rng.uniform(*preset.building_setback, 20 * n_b),
+            rng.uniform(*preset.building_size, (20 * n_b, 3)))
         walls = self._roadside_boxes(rng, 20 * n_w, np.full(20 * n_w, ROAD_HALF_WIDTH + 2.0),
                                      rng.uniform([6, 0.4, 1.5], [20, 0.4, 3.0], (20 * n_w, 3)))
         centre, u, left = self._road_frames(self.roads)
@@ -196,7 +211,8 @@ class World:
         self._loop_speed = np.clip(np.repeat(rng.uniform(5.0, 14.0, n_roads), 2)
                                    + rng.uniform(-1.0, 1.0, 2 * n_roads), 5.0, 14.0)
         # ego on road 0 heading +x, 30-55 m before the central intersection
-        ego_s = ROAD_HALF_LENGTH + rng.uniform(-55.0, -30.0)
+        near, far = self.config.preset.ego_before_intersection
+        ego_s = ROAD_HALF_LENGTH + rng.uniform(-far, -near)
         phase = rng.uniform(0, SLOT, 2 * n_roads)
         phase[:2] = ego_s
         per_loop = np.floor(self._loop_length / SLOT).astype(int)
@@ -220,25 +236,61 @@ class World:
         chosen = np.concatenate([[ego], cavs])
         free[chosen] = False
         dist = np.linalg.norm(xy - xy[ego], axis=1)
-        weight = np.where(free, np.exp(-dist / 80.0), 0.0)
+        weight = np.where(free, np.exp(-dist / self.config.preset.traffic_spread), 0.0)
         if np.count_nonzero(weight) < self.config.background_vehicles:
             raise ValueError(f"WorldConfig.background_vehicles={self.config.background_vehicles}"
                              f" exceeds the {np.count_nonzero(weight)} free lane slots")
         background = rng.choice(len(loop), self.config.background_vehicles, replace=False,
                                 p=weight / weight.sum())
+        mix = self.config.preset.traffic_mix
         classes = ["car"] * self.config.agents + list(
-            rng.choice(list(TRAFFIC_MIX), len(background), p=list(TRAFFIC_MIX.values())))
+            rng.choice(list(mix), len(background), p=list(mix.values())))
         lo, hi = (np.array([SIZES[c][i] for c in classes]) for i in (0, 1))
         self.box_classes: list[str] = [str(c) for c in classes]
         self._sizes = rng.uniform(lo, hi)
         self._loop = loop[np.concatenate([chosen, background])]
         jitter = np.concatenate([np.zeros(len(chosen)), rng.uniform(-1.0, 1.0, len(background))])
         self._s0 = s[np.concatenate([chosen, background])] + jitter
-        # 3-digit ids (at most 7 CAVs + 264 lane slots), CAVs ascending: the ego has the smallest,
-        # as OPV2V readers pick it (numeric and string order agree)
-        self.box_ids = rng.choice(np.arange(100, 1000), len(self._loop), replace=False)
-        self.box_ids[:self.config.agents].sort()
-        self.cav_ids = [int(i) for i in self.box_ids[:self.config.agents]]
+        # ids (drawn after the parked vehicles): 3 digits (at most 7 CAVs + 264 lane slots +
+        # parked), CAVs ascending: the ego has the smallest, as OPV2V readers pick it (numeric
+        # and string order agree)
+
+    def _make_parked(self) -> None:
+        """Vehicles parked bumper to bumper along both curbs (preset `parked`), facing the
+        traffic of their side, clear of intersections, walls and buildings. Drawn from their
+        own random stream, so a preset without them lays out exactly as before."""
+        parked = self.config.preset.parked
+        self._parked = np.zeros((0, 7))
+        if parked.fill <= 0.0:
+            return
+        rng = np.random.default_rng((self._seed, 1))
+        mix = list(parked.mix)
+        per_side = int(2 * ROAD_HALF_LENGTH / (SIZES["car"][0][0] + parked.gap[0])) + 1
+        n_sides = 2 * len(self.roads)
+        classes = rng.choice(mix, (n_sides, per_side), p=list(parked.mix.values()))
+        lo = np.array([[SIZES[c][0] for c in row] for row in classes])
+        hi = np.array([[SIZES[c][1] for c in row] for row in classes])
+        size = rng.uniform(lo, hi)  # (sides, per_side, 3)
+        gaps = rng.uniform(*parked.gap, (n_sides, per_side))
+        end = -ROAD_HALF_LENGTH + np.cumsum(size[..., 0] + gaps, axis=1)
+        along = end - size[..., 0] / 2
+        side = np.repeat([[-1.0], [1.0]], len(self.roads), axis=1).T.reshape(n_sides, 1)
+        road = np.repeat(np.arange(len(self.roads)), 2)
+        lat = side * (ROAD_HALF_WIDTH + parked.offset + size[..., 1] / 2)
+        centre, u, left = self._road_frames(self.roads[road])
+        xy = centre[:, None] + along[..., None] * u[:, None] + lat[..., None] * left[:, None]
+        yaw = np.broadcast_to(wrap_angle(self.roads[road, 2, None] + np.where(side > 0, np.pi, 0.0)),
+                              along.shape)
+        boxes = np.concatenate([xy, size[..., 2:] / 2, size, yaw[..., None]], -1).reshape(-1, 7)
+        keep = ((end.ravel() < ROAD_HALF_LENGTH) & (rng.uniform(0, 1, boxes.shape[0]) < parked.fill)
+                & ~self._in_other_road(boxes[:, :2], np.repeat(road, per_side),
+                                       parked.corner_clearance))
+        if len(self.static_boxes):
+            keep &= ~_overlaps(_aabb(boxes), _aabb(self.static_boxes), 0.3).any(axis=1)
+        boxes, kinds = boxes[keep], classes.ravel()[keep]
+        clash = np.triu(_overlaps(_aabb(boxes), _aabb(boxes), 0.3), 1)  # rows of two roads at a corner
+        self._parked = boxes[~clash.any(axis=0)]
+        self.box_classes += [str(c) for c in kinds[~clash.any(axis=0)]]
 
     def _loop_pose(self, loop: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """World xy (.., 2) and yaw of arc length s on lane loops: the +direction lane at
@@ -275,7 +327,8 @@ class World:
     def vehicle_boxes(self, time_s: float) -> np.ndarray:
         """(M, 7) world boxes of all vehicles `time_s` seconds after the first frame."""
         xy, yaw = self._loop_pose(self._loop, self._s0 + self._loop_speed[self._loop] * time_s)
-        return np.column_stack([xy, self._sizes[:, 2] / 2, self._sizes, yaw])
+        moving = np.column_stack([xy, self._sizes[:, 2] / 2, self._sizes, yaw])
+        return np.concatenate([moving, self._parked]) if len(self._parked) else moving
 
     def stamp_ns(self, timestamp: str) -> int:
         """Capture time of a frame key (see the module doc)."""

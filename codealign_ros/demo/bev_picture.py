@@ -3,7 +3,9 @@
 Everything is in the ego LiDAR frame (x forward drawn to the right, y left drawn up): the ego's
 LiDAR points in grey, ground-truth boxes green, fused detections red, ego-only detections thin
 dashed blue, the exchanged BEV grid as a dotted square, and every agent as a heading triangle
-labelled with its id and modality. A legend and a title line go below the map.
+labelled with its id and modality. A legend and a title line go below the map. Optionally a
+panel to the right shows the agents' code maps of the frame (`core.codemap_image`: one colour
+per code, +x right, +y up), each labelled with its sender and code space.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ LEGEND_PX = 100
 MARGIN_M = 5.0  # view: the exchanged grid plus this
 BORDER_M = 2.0  # agents outside the view are drawn this far inside its border
 DASH_PX = (7, 5)
+PANEL_PX = 300  # code-map panel width
 
 
 @dataclass(frozen=True)
@@ -146,16 +149,26 @@ def _legend(draw: ImageDraw.ImageDraw, title: str, lines: Sequence[str]) -> None
         draw.text((12, top + 82 + 20 * i), line, fill=AGENT, font=font)
 
 
-def draw_bev(path: Path | str, points: np.ndarray, gt: np.ndarray, fused: np.ndarray,
-             ego_only: np.ndarray, agents: Sequence[AgentMark], grid_range: Sequence[float],
-             title: str = "", lines: Sequence[str] = ()) -> Path:
-    """Write the picture to `path` (PNG); returns the path.
+def _codemaps(image: Image.Image, codemaps: Sequence[tuple[str, np.ndarray]]) -> None:
+    """Code-map images (label, (H, W, 3) uint8) stacked in the panel right of the map."""
+    draw, font = ImageDraw.Draw(image), _font(15)
+    draw.text((MAP_PX + 12, 8), "exchanged code maps (colour = code)", fill=AGENT, font=font)
+    size = min(PANEL_PX - 24, (MAP_PX - 40) // max(len(codemaps), 1) - 26)
+    for i, (label, rgb) in enumerate(codemaps):
+        top = 34 + i * (size + 26)
+        draw.text((MAP_PX + 12, top), label, fill=AGENT, font=font)
+        tile = Image.fromarray(np.asarray(rgb, np.uint8)).resize((size, size), Image.NEAREST)
+        image.paste(tile, (MAP_PX + 12, top + 20))
 
-    points (N, >=2), boxes (K, 7) and agents are in the ego frame; grid_range is the
-    exchanged grid (x_min, y_min, x_max, y_max). The view covers the grid.
-    """
+
+def render_bev(points: np.ndarray, gt: np.ndarray, fused: np.ndarray, ego_only: np.ndarray,
+               agents: Sequence[AgentMark], grid_range: Sequence[float], title: str = "",
+               lines: Sequence[str] = (),
+               codemaps: Sequence[tuple[str, np.ndarray]] = ()) -> Image.Image:
+    """The picture as a Pillow image (see `draw_bev`)."""
     view = _View(max(abs(v) for v in grid_range) + MARGIN_M)
-    image = Image.new("RGB", (MAP_PX, MAP_PX + LEGEND_PX + 20 * len(lines)), BACKGROUND)
+    width = MAP_PX + (PANEL_PX if codemaps else 0)
+    image = Image.new("RGB", (width, MAP_PX + LEGEND_PX + 20 * len(lines)), BACKGROUND)
     _points(image, view, np.asarray(points, np.float64).reshape(-1, np.shape(points)[-1]))
     draw = ImageDraw.Draw(image)
     _grid(draw, view, grid_range)
@@ -165,8 +178,24 @@ def draw_bev(path: Path | str, points: np.ndarray, gt: np.ndarray, fused: np.nda
     placed: list[tuple[float, float, float, float]] = []
     for mark in sorted(agents, key=lambda a: not a.ego):
         _agent(draw, view, mark, placed)
-    draw.line([(0, MAP_PX), (MAP_PX, MAP_PX)], fill=GRID, width=1)
+    draw.line([(0, MAP_PX), (width, MAP_PX)], fill=GRID, width=1)
     _legend(draw, title, lines)
+    if codemaps:
+        _codemaps(image, codemaps)
+    return image
+
+
+def draw_bev(path: Path | str, points: np.ndarray, gt: np.ndarray, fused: np.ndarray,
+             ego_only: np.ndarray, agents: Sequence[AgentMark], grid_range: Sequence[float],
+             title: str = "", lines: Sequence[str] = (),
+             codemaps: Sequence[tuple[str, np.ndarray]] = ()) -> Path:
+    """Write the picture to `path` (PNG); returns the path.
+
+    points (N, >=2), boxes (K, 7) and agents are in the ego frame; grid_range is the
+    exchanged grid (x_min, y_min, x_max, y_max). The view covers the grid. `codemaps`:
+    (label, RGB image) per agent for the panel right of the map (none: no panel).
+    """
+    image = render_bev(points, gt, fused, ego_only, agents, grid_range, title, lines, codemaps)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     image.save(out)

@@ -1,59 +1,55 @@
-"""demo_recorder: records what the demo graph publishes as JSON lines; prints status each second.
+"""demo_recorder: records what the demo graph publishes as an MCAP rosbag2; status each second.
 
-Subscribes the V2X code maps, the fused detections, the ego-only detections (a second fusion
-node remapped by the demo runner), /diagnostics of both, the vehicles' processing times and
-the fusion node's latency. Once every vehicle publishes code maps and every receiver listens
+Subscribes the V2X code maps, their debug images (codemap_monitor), the fused detections and
+markers, the ego-only detections (when the demo runs that node), /diagnostics of both, the
+vehicles' processing times and the fusion node's latency, and writes every message it gets into
+`out` (codealign_ros.demo.recording: the publisher's CDR at its arrival time, Foxglove and
+`ros2 bag play` open it). Once every vehicle publishes code maps and every receiver listens
 (`count_publishers` / `count_subscribers` of the code-map topic), it also subscribes the bag's
-ground truth and the ego pose; the bag player waits for those two subscriptions (its
---wait-for-subscribers count includes them), so playback starts only when the graph is up.
+topics (`recording.bag_topics`: TF, ground truth, poses, clouds); the bag player waits for those
+subscriptions (its --wait-for-subscribers count includes them), so playback starts only when
+the graph is up.
 
-One JSON object per line, each with `kind` and `t` (wall seconds, time.time()):
+Its own events go into the recording as JSON on `recording.EVENTS_TOPIC`:
+  roles       which topic is what (fused / ego-only detections, diagnostics, processing)
   ready       all nodes up
-  pose        the ego pose of a frame arrived (stamp): the start of the end-to-end latency
-  gt          ground truth of a frame (stamp, boxes in the world frame)
-  codemap     agent, modality, space, bits, height, width, encoding, coded_bytes (len(data)),
-              raw_bytes (length of the decoded packed stream) or error
-  ego_codemap every map of the ego agent, lossless (demo.baseline.codemap_record_fields): the
-              ego-only baseline is computed from these after the run
-  detections  source (fused | ego_only), stamp, frame_id, boxes (K, 7), scores, agents,
-              e2e_ms (ego pose arrival -> detections arrival, wall clock)
-  diagnostics source (main | ego_only), name, hardware_id, level, message, values
-  processing  topic, ms (a vehicle's sensor -> code map time)
-  latency     ms (the fusion node's stamp -> publish latency, on its clock)
   done        both detection sources covered the first `frames` frames: the node exits, which
               ends the whole graph (the embedded launcher stops all nodes when one exits)
   timeout     timeout_s passed first: the node exits as well
-  end         the node stopped
+  end         the node stopped (the recording is then closed)
 
-Parameters: out (file), ego, frames (frames to cover), timeout_s, codemap_publishers,
-codemap_subscribers (including this node), ego_only_detections, ego_only_diagnostics,
-processing_topics (string array), latency_topic.
+Parameters: out (recording directory, replaced), ego, agents (string array, bag order),
+frames (frames to cover), timeout_s, codemap_publishers, codemap_subscribers (including this
+node), ego_only_detections, ego_only_diagnostics, processing_topics (string array),
+latency_topic.
 """
 from __future__ import annotations
 
 import collections
-import json
 import sys
 import time
-from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Callable
 
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.serialization import serialize_message
+from sensor_msgs.msg import Image
 from std_msgs.msg import Float64
+from visualization_msgs.msg import MarkerArray
 
 from codealign_msgs.msg import CodeMap as CodeMapMsg
 from codealign_msgs.msg import Detection3DArray
 from codealign_ros.config import topic
-from codealign_ros.core.codemap import CodeMapError, Encoding, decompress, packed_size
-from codealign_ros.demo.baseline import codemap_record_fields
-from codealign_ros.ros.codemap_msg import msg_to_codemap, stamp_to_ns
+from codealign_ros.demo.recording import (RecordingWriter, bag_topics, detection_arrays,
+                                          type_name)
+from codealign_ros.nodes.bag_player import message_class
+from codealign_ros.ros.codemap_msg import stamp_to_ns
 from codealign_ros.ros.qos import qos_profile
 from codealign_ros.ros.runner import run_node
 
-DEFAULTS = {"out": "out/demo/record.jsonl", "ego": "cav_1", "frames": 0, "timeout_s": 600.0,
+DEFAULTS = {"out": "out/demo/recording", "ego": "cav_1", "frames": 0, "timeout_s": 600.0,
             "codemap_publishers": 1, "codemap_subscribers": 2,
             "ego_only_detections": "", "ego_only_diagnostics": "", "latency_topic": ""}
 READY_POLL_S = 0.2
@@ -61,41 +57,26 @@ STATUS_PERIOD_S = 1.0
 CODEMAP_DEPTH = 50  # every agent's maps of a few frames: the recorder must not lose them
 
 
-def detection_arrays(msg: Detection3DArray) -> tuple[list[list[float]], list[float], list[str]]:
-    """(boxes [[x, y, z, l, w, h, yaw]], scores, contributing agents) of a Detection3DArray."""
-    boxes = [[round(v, 4) for v in (d.center.x, d.center.y, d.center.z, d.size.x, d.size.y,
-                                    d.size.z, d.yaw)] for d in msg.detections]
-    scores = [round(float(d.score), 4) for d in msg.detections]
-    agents = list(msg.detections[0].contributing_agents) if msg.detections else []
-    return boxes, scores, agents
-
-
-def codemap_record(msg: CodeMapMsg) -> dict[str, Any]:
-    """Sizes of one received code map: coded (on the wire) and raw (decoded packed stream)."""
-    rec = {"agent": msg.agent_id, "modality": msg.modality, "space": msg.code_space,
-           "stamp": stamp_to_ns(msg.header.stamp), "bits": int(msg.bits),
-           "height": int(msg.height), "width": int(msg.width), "coded_bytes": len(msg.data)}
-    try:
-        encoding = Encoding(int(msg.encoding))
-        rec["encoding"] = encoding.name.lower()
-        expected = packed_size(int(msg.height), int(msg.width), int(msg.bits))
-        rec["raw_bytes"] = len(decompress(bytes(msg.data), encoding, expected))
-    except (CodeMapError, ValueError) as exc:
-        rec["error"] = str(exc)
-    return rec
-
-
 class DemoRecorder(Node):
-    """Writes the demo graph's outputs to a JSON-lines file."""
+    """Writes the demo graph's outputs to an MCAP recording."""
 
     def __init__(self) -> None:
         super().__init__("demo_recorder")
         self.p = {k: self.declare_parameter(k, v).value for k, v in DEFAULTS.items()}
         processing = self.declare_parameter("processing_topics",
                                             Parameter.Type.STRING_ARRAY).value or []
-        path = Path(self.p["out"])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.file: TextIO = open(path, "w", encoding="utf-8", buffering=1)
+        self.agent_ids = list(self.declare_parameter("agents", Parameter.Type.STRING_ARRAY)
+                              .value or [self.p["ego"]])
+        self.rec = RecordingWriter(self.p["out"])
+        p = self.p
+        self.rec.event("roles", ego=p["ego"], agents=self.agent_ids,
+                       detections={"fused": topic("detections"),
+                                   **({"ego_only": p["ego_only_detections"]}
+                                      if p["ego_only_detections"] else {})},
+                       diagnostics={"main": topic("diagnostics"),
+                                    **({"ego_only": p["ego_only_diagnostics"]}
+                                       if p["ego_only_diagnostics"] else {})},
+                       processing=list(processing), latency=p["latency_topic"])
         self.started = time.monotonic()
         self.ready_at: float | None = None
         self.pose_t: dict[int, float] = {}
@@ -116,27 +97,41 @@ class DemoRecorder(Node):
         self.timeout = self.create_timer(float(self.p["timeout_s"]), self._on_timeout)
 
     # -- subscriptions -----------------------------------------------------------------------
+    def _record(self, cls: type, name: str, qos: Any,
+                callback: Callable[[Any], None] | None = None) -> None:
+        """Subscribe `name` and write every message into the recording; `callback` also sees
+        it parsed (without one the subscription stays raw: no deserialisation)."""
+        msgtype = type_name(cls)
+        if callback is None:
+            self.create_subscription(cls, name, lambda raw: self.rec.write(name, msgtype, raw),
+                                     qos, raw=True)
+            return
+
+        def on_message(msg: Any) -> None:
+            self.rec.write(name, msgtype, serialize_message(msg))
+            callback(msg)
+        self.create_subscription(cls, name, on_message, qos)
+
     def _subscribe(self, processing: list[str]) -> None:
         out, p = qos_profile("output"), self.p
         maps = qos_profile("codemap")
         maps.depth = max(maps.depth, CODEMAP_DEPTH)
-        self.create_subscription(CodeMapMsg, topic("codemap"), self._on_codemap, maps)
-        self.create_subscription(Detection3DArray, topic("detections"),
-                                 lambda m: self._on_detections(m, "fused"), out)
-        self.create_subscription(DiagnosticArray, topic("diagnostics"),
-                                 lambda m: self._on_diagnostics(m, "main"), out)
+        self._record(CodeMapMsg, topic("codemap"), maps, self._on_codemap)
+        self._record(Detection3DArray, topic("detections"), out,
+                     lambda m: self._on_detections(m, "fused"))
+        self._record(MarkerArray, topic("markers"), out)
+        self._record(DiagnosticArray, topic("diagnostics"), out,
+                     lambda m: self._on_diagnostics(m, "main"))
+        for agent in self.agent_ids:
+            self._record(Image, topic("codemap_image", agent=agent), out)
         if p["ego_only_detections"]:
-            self.create_subscription(Detection3DArray, p["ego_only_detections"],
-                                     lambda m: self._on_detections(m, "ego_only"), out)
+            self._record(Detection3DArray, p["ego_only_detections"], out,
+                         lambda m: self._on_detections(m, "ego_only"))
         if p["ego_only_diagnostics"]:
-            self.create_subscription(DiagnosticArray, p["ego_only_diagnostics"],
-                                     lambda m: self._on_diagnostics(m, "ego_only"), out)
-        for name in processing:
-            self.create_subscription(Float64, name, lambda m, n=name: self._write(
-                "processing", topic=n, ms=round(m.data, 3)), out)
-        if p["latency_topic"]:
-            self.create_subscription(Float64, p["latency_topic"],
-                                     lambda m: self._write("latency", ms=round(m.data, 3)), out)
+            self._record(DiagnosticArray, p["ego_only_diagnostics"], out,
+                         lambda m: self._on_diagnostics(m, "ego_only"))
+        for name in [*processing, *([p["latency_topic"]] if p["latency_topic"] else [])]:
+            self._record(Float64, name, out)
 
     def _check_ready(self) -> None:
         """Subscribe the bag's topics once every vehicle sends and every receiver listens."""
@@ -147,49 +142,32 @@ class DemoRecorder(Node):
             return
         self.ready_timer.cancel()
         self.ready_at = time.monotonic()
-        self.create_subscription(Detection3DArray, topic("gt_objects"), self._on_gt,
-                                 qos_profile("output"))
-        self.create_subscription(PoseStamped, topic("pose", agent=self.p["ego"]), self._on_pose,
-                                 qos_profile("pose"))
+        parsed = {topic("gt_objects"): self._on_gt, topic("pose", agent=self.p["ego"]):
+                  self._on_pose}
+        for name, msgtype, qos in bag_topics(self.agent_ids):
+            self._record(message_class(msgtype), name, qos_profile(qos), parsed.get(name))
         self._write("ready", after_s=round(self.ready_at - self.started, 2))
         print(f"demo: all nodes up after {self.ready_at - self.started:.1f} s "
               f"({pubs} senders, {subs - 1} receivers); the bag player starts", flush=True)
 
     # -- callbacks ---------------------------------------------------------------------------
     def _write(self, kind: str, **fields: Any) -> None:
-        if not self.file.closed:
-            self.file.write(json.dumps({"kind": kind, "t": round(time.time(), 4), **fields})
-                            + "\n")
+        self.rec.event(kind, **fields)
 
     def _on_pose(self, msg: PoseStamped) -> None:
-        stamp = stamp_to_ns(msg.header.stamp)
-        self.pose_t.setdefault(stamp, time.time())
-        self._write("pose", stamp=stamp)
+        self.pose_t.setdefault(stamp_to_ns(msg.header.stamp), time.time())
 
     def _on_gt(self, msg: Detection3DArray) -> None:
-        boxes, _, _ = detection_arrays(msg)
         self.counts["frames"] += 1
         self.gt_stamps.append(stamp_to_ns(msg.header.stamp))
-        self._write("gt", stamp=self.gt_stamps[-1], frame_id=msg.header.frame_id, boxes=boxes)
         self._check_done()
 
     def _on_codemap(self, msg: CodeMapMsg) -> None:
-        rec = codemap_record(msg)
-        self.maps[rec["agent"]] += 1
-        self._write("codemap", **rec)
-        if msg.agent_id == self.p["ego"]:
-            self._write_ego_map(msg)
-
-    def _write_ego_map(self, msg: CodeMapMsg) -> None:
-        try:
-            fields = codemap_record_fields(msg_to_codemap(msg))
-        except CodeMapError:
-            return  # counted in the codemap record's error
-        self._write("ego_codemap", **fields)
+        self.maps[msg.agent_id] += 1
 
     def _on_detections(self, msg: Detection3DArray, source: str) -> None:
         stamp = stamp_to_ns(msg.header.stamp)
-        boxes, scores, agents = detection_arrays(msg)
+        boxes, _, agents = detection_arrays(msg)
         start = self.pose_t.get(stamp)
         e2e = None if start is None else round((time.time() - start) * 1e3, 2)
         self.counts[source] += 1
@@ -198,8 +176,6 @@ class DemoRecorder(Node):
             if e2e is not None:
                 self.e2e.append(e2e)
             self.agents = len(agents)
-        self._write("detections", source=source, stamp=stamp, frame_id=msg.header.frame_id,
-                    boxes=boxes, scores=scores, agents=agents, e2e_ms=e2e)
         self.covered[source].add(stamp)
         self._check_done()
 
@@ -224,10 +200,6 @@ class DemoRecorder(Node):
     def _on_diagnostics(self, msg: DiagnosticArray, source: str) -> None:
         for status in msg.status:
             values = {kv.key: kv.value for kv in status.values}
-            level = status.level if isinstance(status.level, int) else ord(status.level)
-            self._write("diagnostics", source=source, name=status.name,
-                        hardware_id=status.hardware_id, level=level, message=status.message,
-                        values=values)
             if source == "main":
                 drops = sum(int(v) for k, v in values.items()
                             if k.startswith("drop_") and v.isdigit())
@@ -257,13 +229,14 @@ class DemoRecorder(Node):
               f"{sum(self.drops.values())}", flush=True)
 
     def on_shutdown(self) -> None:
-        """Close the record."""
+        """Close the recording."""
         self._write("end", counts=dict(self.counts), maps=dict(self.maps))
-        self.file.close()
+        self.rec.close()
+        print(f"demo: recorded {self.rec.messages} messages into {self.rec.path}", flush=True)
 
 
 def main(args: list[str] | None = None) -> int:
-    """Entry point: `python -m codealign_ros.demo.recorder --ros-args -p out:=FILE ...`."""
+    """Entry point: `python -m codealign_ros.demo.recorder --ros-args -p out:=DIR ...`."""
     return run_node(DemoRecorder, args)
 
 

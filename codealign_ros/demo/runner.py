@@ -5,16 +5,21 @@
 2. The `demo` graph of config/launch.yaml, run by the embedded launcher (`run_specs`) in its
    own ROS_DOMAIN_ID: the bag player, one vehicle_node per agent (ego m1 LiDAR, the other
    vehicle m4 cameras, the road-side unit m2 LiDAR by default: modalities.yaml `assignment`),
-   the ego's fusion_node, plus demo_recorder (codealign_ros.demo.recorder): writes everything
-   (the ego's code maps losslessly) to a JSON-lines record, prints the status line each
-   second, gates the player's start on every node being up, and ends the run once the fusion
-   node answered every evaluated frame. The bag plays at rate 1.0 (10 Hz) by default.
-   The ego-only baseline costs no second live receiver: after the run the recorded ego maps
-   go alone through a ReceiverPipeline of the same weights and backend (demo.baseline).
+   the ego's fusion_node, plus
+   - codemap_monitor with publish_images: every received code map as a colourised image,
+   - demo_recorder (codealign_ros.demo.recorder): records everything into an MCAP rosbag2
+     (<out>/recording, codealign_ros.demo.recording), prints the status line each second,
+     gates the player's start on every node being up, and ends the run once the fusion node
+     answered every evaluated frame.
+   The bag plays at rate 1.0 (10 Hz) by default. The ego-only baseline costs no second live
+   receiver: after the run the ego's recorded code maps go alone through a ReceiverPipeline of
+   the same weights and backend (codealign_ros.demo.baseline).
    The bag carries TAIL_FRAMES frames after the evaluated ones, so the player (whose exit
    also ends the graph) does not cut off the last evaluated frame.
-3. The summary (codealign_ros.demo.summary) printed and written to <out>/summary.json, and the
-   BEV picture of the frame where cooperation helps most (codealign_ros.demo.bev_picture).
+3. From the recording: the summary (codealign_ros.demo.summary) printed and written to
+   <out>/summary.json, the BEV picture of the frame where cooperation helps most
+   (codealign_ros.demo.bev_picture, with the agents' code maps) and the animated BEV of every
+   frame (codealign_ros.demo.animation, <out>/demo_bev.gif).
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from codealign_ros.config import config_dir, lookup, topic
+from codealign_ros.demo.animation import PICTURE_TOP
 from codealign_ros.launch_graph import NodeSpec, format_agents, load_graph, parse_agents
 
 GRAPH = "demo"
@@ -39,7 +45,6 @@ DEFAULT_RATE = 1.0  # real time: the bag's 10 Hz
 TAIL_FRAMES = 2
 LINGER_S = 10.0  # the player stays up after the bag so the last frames are fused (the
 # recorder ends the graph as soon as they are)
-PICTURE_TOP = 10  # boxes per source in the picture: the mini model's scores are flat (~0.1)
 RECORDER_MODULE = "codealign_ros.demo.recorder"
 PROFILES_ENV = "FASTDDS_DEFAULT_PROFILES_FILE"
 FASTDDS_FILE = "fastdds.xml"  # config/: the shared-memory profile (see its comment)
@@ -101,11 +106,24 @@ def check_models(model_dir: str, profile: str, agents: list[tuple[str, str]]) ->
                         f"or pass --model-dir")
 
 
+def codemap_images() -> NodeSpec:
+    """codemap_monitor publishing every received map as an image (no status lines)."""
+    return NodeSpec(name="codemap_images", executable="codemap_monitor", package="codealign_ros",
+                    module="codealign_ros.nodes.codemap_monitor",
+                    parameters={"publish_images": True, "report": False})
+
+
 def demo_specs(opts: DemoOptions, bag: Path, agents: list[tuple[str, str]], frames: int,
                record: Path) -> list[NodeSpec]:
-    """The demo graph's nodes plus the recorder (the ego-only baseline is no live node: it is
-    computed afterwards from the ego's recorded code maps, demo.baseline)."""
-    wait_for = sum(sensor_subscriptions(m) for _, m in agents) + 2  # + recorder: gt, ego pose
+    """The demo graph's nodes plus the code-map images and the recorder (`record`: its MCAP
+    recording). The ego-only baseline is no live node: it is computed afterwards from the
+    recorded ego code maps (demo.baseline)."""
+    from codealign_ros.demo.recording import bag_topics
+
+    # the player starts once every vehicle's sensor subscriptions and the recorder's bag
+    # topics matched
+    wait_for = sum(sensor_subscriptions(m) for _, m in agents) + \
+        len(bag_topics([a for a, _ in agents]))
     specs = load_graph(GRAPH, {"bag": str(bag), "agents": format_agents(agents),
                                "rate": opts.rate, "wait_for": wait_for, "backend": opts.backend,
                                "profile": opts.profile, "model_dir": opts.model_dir})
@@ -113,19 +131,21 @@ def demo_specs(opts: DemoOptions, bag: Path, agents: list[tuple[str, str]], fram
     fusion = dataclasses.replace(fusion, parameters={**fusion.parameters,
                                                      "modality": agents[0][1]})
     specs = [fusion if s.name == fusion.name else s for s in specs]
+    images = codemap_images()
     vehicles = [s for s in specs if s.executable == "vehicle_node"]
     recorder = NodeSpec(
         name="demo_recorder", executable="demo_recorder", package="codealign_ros",
         module=RECORDER_MODULE, parameters={
-            "out": str(record), "ego": agents[0][0], "frames": frames,
+            "out": str(record), "ego": agents[0][0], "agents": [a for a, _ in agents],
+            "frames": frames,
             "timeout_s": float(opts.seconds), "codemap_publishers": len(agents),
-            "codemap_subscribers": 2,  # the fusion node and the recorder
+            "codemap_subscribers": 3,  # the fusion node, the code-map images, the recorder
             "processing_topics": [f"/{v.name}/processing_time_ms" for v in vehicles],
             "latency_topic": f"/{fusion.name}/latency_ms"})
     player = [dataclasses.replace(s, arguments=[*s.arguments, "--linger", str(LINGER_S)])
               for s in specs if s.executable == "bag_player"]
     others = [s for s in specs if s.executable != "bag_player"]
-    return [recorder, *others, *player]
+    return [recorder, *others, images, *player]
 
 
 # -- run --------------------------------------------------------------------------------------
@@ -153,8 +173,11 @@ def run_graph(specs: list[NodeSpec], env: dict[str, str]) -> int:
 
 def run_demo(opts: DemoOptions) -> dict[str, Any]:
     """Scene -> graph -> summary (+ picture); returns the summary (also in summary.json)."""
+    from codealign_ros.demo.animation import draw_animation
+    from codealign_ros.demo.recording import load_recording, read_clouds
     from codealign_ros.demo.scene import SceneSpec, read_truth, scene_bag
-    from codealign_ros.demo.summary import load_record, summarize
+    from codealign_ros.demo.summary import summarize
+    from codealign_ros.demo.viz_configs import write_configs
     from codealign_ros.models.profile import load_profile
 
     if opts.frames < 2 or opts.rate <= 0:
@@ -165,33 +188,37 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
     check_models(opts.model_dir, opts.profile, agents)
     ensure_export(opts)
     opts.out_dir.mkdir(parents=True, exist_ok=True)
-    record = opts.out_dir / "record.jsonl"
+    record = opts.out_dir / "recording"
     specs = demo_specs(opts, bag, agents, opts.frames, record)
     domain = _domain(opts)
     print(f"demo: {len(specs)} nodes in ROS_DOMAIN_ID {domain}; agents "
           f"{format_agents(agents)}; bag {bag} at rate {opts.rate}", flush=True)
     code = run_graph(specs, graph_env(domain, opts.out_dir))
-    records = load_record(record) if record.is_file() else []
+    records = load_recording(record) if (record / "metadata.yaml").is_file() else []
     kinds = {r["kind"] for r in records}
     if "ready" not in kinds:
         why = f"within --seconds {opts.seconds}" if "timeout" in kinds else \
             f"(launcher exit code {code})"
         raise DemoError(f"the graph did not come up {why}; see the node output above")
-    records += ego_only_baseline(records, opts, agents[0])
+    records += ego_only_baseline(record, opts, agents[0])
     truth = read_truth(bag, [a for a, _ in agents])
     stamps = truth.stamps[:opts.frames]
     profile = load_profile(opts.profile)
     summary = {"scene": {"bag": str(bag), "seed": opts.seed, "frames": opts.frames,
                          "tail_frames": TAIL_FRAMES},
                "agents": dict(agents), "ego": agents[0][0], "rate": opts.rate,
-               "domain_id": domain, "launcher_exit_code": code,
+               "domain_id": domain, "launcher_exit_code": code, "recording": str(record),
                "ended_by": "recorder" if "done" in kinds else "timeout" if "timeout" in kinds
                else "graph exit",
                **summarize(records, truth, agents[0][0], dict(agents), stamps, profile),
                "wall_s": round(time.monotonic() - started, 1)}
     picture = opts.picture or opts.out_dir / "demo_bev.png"
-    summary["picture"] = str(draw_picture(picture, records, truth, bag, agents, stamps,
+    clouds = read_clouds(record, agents[0][0])
+    summary["picture"] = str(draw_picture(picture, records, truth, clouds, agents, stamps,
                                           profile, summary))
+    summary["animation"] = str(draw_animation(picture.with_suffix(".gif"), records, truth,
+                                              clouds, agents, stamps, profile))
+    summary["viz_configs"] = [str(p) for p in write_configs(opts.out_dir, list(dict(agents)))]
     (opts.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -209,14 +236,17 @@ def ensure_export(opts: DemoOptions) -> None:
     export_all(Path(opts.model_dir), profile=opts.profile)
 
 
-def ego_only_baseline(records: list[dict[str, Any]], opts: DemoOptions,
+def ego_only_baseline(recording: Path, opts: DemoOptions,
                       ego: tuple[str, str]) -> list[dict[str, Any]]:
     """Ego-only detections of the recorded ego maps (same weights and backend, no peers)."""
-    from codealign_ros.demo.baseline import ego_only_records
+    from codealign_ros.demo.baseline import ego_maps, ego_only_records
 
-    maps = [r for r in records if r["kind"] == "ego_codemap"]
-    print(f"demo: ego-only baseline from {len(maps)} recorded ego code maps", flush=True)
-    return ego_only_records(maps, opts.model_dir, ego[0], ego[1], opts.backend, opts.profile)
+    if not (recording / "metadata.yaml").is_file():
+        return []
+    records = ego_only_records(ego_maps(recording, ego[0]), opts.model_dir, ego[0], ego[1],
+                               opts.backend, opts.profile)
+    print(f"demo: ego-only baseline from {len(records)} recorded ego code maps", flush=True)
+    return records
 
 
 # -- picture ----------------------------------------------------------------------------------
@@ -228,16 +258,11 @@ def _covered(boxes: np.ndarray, gt: np.ndarray, iou: float = 0.5) -> int:
     return int((bev_iou_matrix(gt, boxes).max(axis=1) >= iou).sum())
 
 
-def _top(rec: dict[str, Any], k: int = PICTURE_TOP) -> np.ndarray:
-    """The k highest-scored boxes of a detections record."""
-    order = np.argsort(-np.asarray(rec["scores"], np.float64), kind="stable")[:k]
-    return np.asarray(rec["boxes"], np.float64).reshape(-1, 7)[order]
-
-
 def pick_frame(records: list[dict[str, Any]], truth: Any, ego: str, stamps: list[int],
                profile: Any) -> int | None:
     """The evaluated frame where fusion's best-scored boxes find the most ground truth the
     ego's alone miss."""
+    from codealign_ros.demo.animation import top_boxes
     from codealign_ros.demo.summary import detections_by_stamp
 
     fused, alone = (detections_by_stamp(records, s) for s in ("fused", "ego_only"))
@@ -247,35 +272,26 @@ def pick_frame(records: list[dict[str, Any]], truth: Any, ego: str, stamps: list
 
     def gain(stamp: int) -> tuple[int, int, int]:
         gt = truth.ego_gt(ego, stamp, profile)
-        f, e = (_top(d[stamp]) for d in (fused, alone))
+        f, e = (top_boxes(d[stamp]) for d in (fused, alone))
         return _covered(f, gt) - _covered(e, gt), len(gt), -abs(both.index(stamp)
                                                                 - len(both) // 2)
     return max(both, key=gain)
 
 
-def draw_picture(path: Path, records: list[dict[str, Any]], truth: Any, bag: Path,
-                 agents: list[tuple[str, str]], stamps: list[int], profile: Any,
-                 summary: dict[str, Any]) -> Path | None:
-    """The BEV picture of `pick_frame`; None when no frame has both detection sources."""
-    from codealign_ros.demo.bev_picture import AgentMark, draw_bev
-    from codealign_ros.demo.scene import read_points
+def draw_picture(path: Path, records: list[dict[str, Any]], truth: Any,
+                 clouds: dict[int, np.ndarray], agents: list[tuple[str, str]],
+                 stamps: list[int], profile: Any, summary: dict[str, Any]) -> Path | None:
+    """The BEV picture of `pick_frame` with the agents' code maps; None when no frame has
+    both detection sources. `clouds`: the ego's recorded LiDAR by stamp."""
+    from codealign_ros.demo.animation import frame_scene
+    from codealign_ros.demo.bev_picture import draw_bev
     from codealign_ros.demo.summary import detections_by_stamp
 
-    ego = agents[0][0]
-    stamp = pick_frame(records, truth, ego, stamps, profile)
+    stamp = pick_frame(records, truth, agents[0][0], stamps, profile)
     if stamp is None:
         return None
-    marks = []
-    for i, (agent, modality) in enumerate(agents):
-        pose = truth.in_ego_frame(ego, agent, stamp)
-        desc = lookup("modalities", "modalities", modality).get("description", "")
-        marks.append(AgentMark(agent, f"{agent}{' (ego)' if i == 0 else ''}: {modality} ({desc})",
-                               float(pose[0, 3]), float(pose[1, 3]),
-                               float(np.arctan2(pose[1, 0], pose[0, 0])), i == 0))
-    fused, alone = (_top(detections_by_stamp(records, s)[stamp]) for s in ("fused", "ego_only"))
     counts = {s: len(detections_by_stamp(records, s)[stamp]["boxes"])
               for s in ("fused", "ego_only")}
-    r = profile.lidar_range
     ap = summary["ap"]
     lines = [f"AP30 / AP50 over {summary['frames']['evaluated']} frames: fused "
              f"{ap['fused']['ap30']:.3f} / {ap['fused']['ap50']:.3f}, ego-only "
@@ -285,8 +301,8 @@ def draw_picture(path: Path, records: list[dict[str, Any]], truth: Any, bag: Pat
     title = (f"CodeAlign demo, frame {stamps.index(stamp) + 1}/{len(stamps)}, ego frame: the "
              f"{PICTURE_TOP} best-scored of {counts['fused']} fused / {counts['ego_only']} "
              f"ego-only boxes")
-    return draw_bev(path, read_points(bag, ego, stamp), truth.ego_gt(ego, stamp, profile),
-                    fused, alone, marks, (r[0], r[1], r[3], r[4]), title, lines)
+    return draw_bev(path, **frame_scene(records, truth, clouds, agents, stamp, profile),
+                    title=title, lines=lines)
 
 
 # -- command line ----------------------------------------------------------------------------
@@ -330,7 +346,7 @@ def format_summary(s: dict[str, Any]) -> str:
         f"  drops      {s['drops']['total']} by the nodes{_nonzero_drops(s['drops'])}; code maps "
         f"missing {sum(s['drops']['maps_missing'].values())}",
         *_ledger_lines(s["drops"]),
-        f"  picture    {s['picture']}",
+        f"  pictures   {s['picture']}, {s.get('animation')}; recording {s.get('recording')}",
         f"  wall time  {s['wall_s']} s (ended by {s['ended_by']}; launcher exit code "
         f"{s['launcher_exit_code']})"]
     return "\n".join(lines)
@@ -351,9 +367,11 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-dir", default="models/mini", help="trained weights")
     parser.add_argument("--backend", default="auto", help="inference backend of every node")
     parser.add_argument("--out", type=Path, default=Path("out/demo"),
-                        help="record, summary.json and picture go here (default out/demo)")
+                        help="recording (MCAP), summary.json, pictures and RViz / Foxglove "
+                             "presets go here (default out/demo)")
     parser.add_argument("--picture", type=Path, default=None,
-                        help="BEV picture path (default <out>/demo_bev.png)")
+                        help="BEV picture path (default <out>/demo_bev.png; the animation "
+                             "goes beside it as .gif)")
     parser.add_argument("--seconds", type=float, default=600.0,
                         help="stop the graph after this long in any case (default 600)")
     parser.add_argument("--domain-id", type=int, default=None,

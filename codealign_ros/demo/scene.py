@@ -19,6 +19,7 @@ from codealign_ros.core.codemap import GridPose
 from codealign_ros.data.types import AgentFrame, CooperativeFrame
 
 STAMP = ".generated"
+BAG_FORMAT = "tf1"  # bumped when `codealign convert` writes new topics: regenerates the cache
 SPLIT = "test"
 POINT_FIELDS = ("x", "y", "z", "intensity")
 
@@ -59,7 +60,7 @@ def _cli(argv: list[str]) -> int:
 def scene_bag(spec: SceneSpec, root: Path | str = "data/demo") -> Path:
     """The rosbag2 of `spec` under `root`/<key>/bag, generated when missing or stale."""
     final = Path(root) / spec.key
-    stamp = " ".join(spec.synth_argv(Path("<out>")))
+    stamp = " ".join([*spec.synth_argv(Path("<out>")), "bag", BAG_FORMAT])
     if (final / STAMP).is_file() and (final / STAMP).read_text() == stamp \
             and (final / "bag").is_dir():
         return final / "bag"

@@ -1,4 +1,4 @@
-"""ROS-free summary of a demo record (codealign_ros.demo.recorder's JSON lines).
+"""ROS-free summary of a demo recording (the records of `demo.recording.load_recording`).
 
 AP30/50/70 of the fused and the ego-only detections against the bag's ground truth in the
 ego frame (core.metrics.APAccumulator, on the frames both produced), bytes per CodeMap (raw
@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import ast
 import collections
-import json
-from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
@@ -20,17 +18,6 @@ from codealign_ros.core.metrics import APAccumulator
 from codealign_ros.demo.scene import BagTruth
 
 SOURCES = ("ego_only", "fused")
-
-
-def load_record(path: Path | str) -> list[dict[str, Any]]:
-    """The records of a JSON-lines file (a truncated last line is ignored)."""
-    out = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
 
 
 def _percentiles(values: Iterable[float]) -> dict[str, float | None]:

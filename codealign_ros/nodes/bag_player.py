@@ -2,7 +2,8 @@
 
 Works without `ros2 bag`: the bag is read with rosbags' AnyReader and every message is
 published as the stored serialized bytes (never deserialised), one publisher per topic.
-Sensor topics (PointCloud2, Image, CameraInfo) use the "sensor" QoS, poses "pose", all
+Sensor topics (PointCloud2, Image, CameraInfo) use the "sensor" QoS, poses "pose", /tf and
+/tf_static tf2's ("tf", "tf_static": latched, so a late RViz still gets the cameras), all
 others "output" (config/topics.yaml). Timing: message k is sent at
 t0 + (stamp_k - bag_start) / rate on a monotonic clock, so delays do not accumulate.
 
@@ -28,6 +29,7 @@ from rclpy.time import Time
 from rosbags.highlevel import AnyReader, AnyReaderError
 from rosgraph_msgs.msg import Clock
 
+from codealign_ros.config import topic
 from codealign_ros.ros.qos import qos_profile
 from codealign_ros.ros.runner import run_node
 
@@ -38,6 +40,7 @@ CLOCK_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
 QOS_BY_TYPE = {"sensor_msgs/msg/PointCloud2": "sensor", "sensor_msgs/msg/Image": "sensor",
                "sensor_msgs/msg/CameraInfo": "sensor", "geometry_msgs/msg/PoseStamped": "pose"}
 DEFAULT_QOS = "output"
+QOS_BY_TOPIC = {topic("tf"): "tf", topic("tf_static"): "tf_static"}  # tf2's profiles
 SETTLE_S = 1.0  # after subscribers matched, let their side of discovery finish
 ACK_TIMEOUT_S = 2.0  # at the end, wait this long for reliable readers to acknowledge
 
@@ -114,8 +117,8 @@ class BagPlayer(Node):
         super().__init__("bag_player")
         self.options, self.info = options, info or inspect_bag(options)
         self.bag_publishers = {
-            name: self.create_publisher(message_class(msgtype), name,
-                                        qos_profile(QOS_BY_TYPE.get(msgtype, DEFAULT_QOS)))
+            name: self.create_publisher(message_class(msgtype), name, qos_profile(
+                QOS_BY_TOPIC.get(name) or QOS_BY_TYPE.get(msgtype, DEFAULT_QOS)))
             for name, msgtype in self.info.topics.items()}
         self.clock = self.create_publisher(Clock, CLOCK_TOPIC, CLOCK_QOS) \
             if options.clock else None

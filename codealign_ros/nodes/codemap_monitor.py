@@ -1,23 +1,31 @@
 """Code-map monitor: decodes every CodeMap on the V2X topic, reports bytes, rates, drops.
 
 Prints one status line per second and a JSON summary on exit. With `record` set, each
-decoded map's content hash is written as a JSON line (used by the transport tests).
+decoded map's content hash is written as a JSON line (used by the transport tests). With
+`publish_images` (default false; the demo sets it), each decoded map is also published as an
+rgb8 sensor_msgs/Image on topics.yaml `codemap_image` of its agent (one fixed colour per code,
+`core.codemap_image`; +x right, +y up; header = the map's stamp and grid frame).
 """
 from __future__ import annotations
 
 import json
 import sys
 import time
+from typing import Any
 
+from rclpy.exceptions import InvalidNamespaceException, InvalidTopicNameException
 from rclpy.node import Node
 
 from codealign_ros.config import topic
-from codealign_ros.core.codemap import CodeMapError
+from codealign_ros.core.codemap import CodeMap, CodeMapError
+from codealign_ros.core.codemap_image import colorize
 from codealign_ros.core.stats import DropCounter, StreamStats
-from codealign_ros.ros.codemap_msg import msg_to_codemap
+from codealign_ros.ros.codemap_msg import msg_to_codemap, ns_to_stamp
+from codealign_ros.ros.image import rgb_to_image
 from codealign_ros.ros.qos import qos_profile
 from codealign_ros.ros.runner import run_node
 from codealign_msgs.msg import CodeMap as CodeMapMsg
+from sensor_msgs.msg import Image
 
 MAX_STREAMS = 256  # bound on distinct agent ids tracked (flooding peers)
 
@@ -30,11 +38,15 @@ class CodeMapMonitor(Node):
         self.expected = self.declare_parameter("expected", 0).value
         record = self.declare_parameter("record", "").value
         self.record = open(record, "w") if record else None
+        self.publish_images = bool(self.declare_parameter("publish_images", False).value)
+        self.report = bool(self.declare_parameter("report", True).value)  # the status lines
+        self.image_pubs: dict[str, Any] = {}
         self.streams: dict[str, StreamStats] = {}
         self.drops = DropCounter()
         self.create_subscription(CodeMapMsg, topic("codemap"), self._on_codemap,
                                  qos_profile("codemap"))
-        self.create_timer(1.0, self._report)
+        if self.report:
+            self.create_timer(1.0, self._report)
 
     def _on_codemap(self, msg: CodeMapMsg) -> None:
         now_ns = self.get_clock().now().nanoseconds
@@ -53,6 +65,8 @@ class CodeMapMonitor(Node):
             stream = self.streams[code_map.agent_id] = StreamStats()
         stream.add(time.monotonic(), len(msg.data), code_map.raw_nbytes,
                    (now_ns - code_map.stamp_ns) / 1e6)
+        if self.publish_images:
+            self._publish_image(code_map)
         if self.record:
             self.record.write(json.dumps({"agent": code_map.agent_id,
                                           "hash": code_map.content_hash()}) + "\n")
@@ -61,6 +75,22 @@ class CodeMapMonitor(Node):
         if self.expected and total >= self.expected:
             self.get_logger().info(f"received {total} code maps, done")
             raise SystemExit(0)
+
+    def _publish_image(self, code_map: CodeMap) -> None:
+        """The map as a colourised image on its agent's debug topic."""
+        pub = self.image_pubs.get(code_map.agent_id)
+        if pub is None:
+            try:
+                pub = self.create_publisher(Image, topic("codemap_image", agent=code_map.agent_id),
+                                            qos_profile("output"))
+            except (InvalidTopicNameException, InvalidNamespaceException) as err:
+                self.drops.drop("image_topic")  # an agent id that makes no topic name
+                self.get_logger().warning(f"no image topic for {code_map.agent_id!r}: {err}",
+                                          throttle_duration_sec=1.0)
+                return
+            self.image_pubs[code_map.agent_id] = pub
+        pub.publish(rgb_to_image(colorize(code_map.indices, code_map.bits), code_map.frame_id,
+                                 ns_to_stamp(code_map.stamp_ns)))
 
     def summary(self) -> dict:
         """Per-agent statistics and drops by reason."""
@@ -76,7 +106,8 @@ class CodeMapMonitor(Node):
 
     def on_shutdown(self) -> None:
         """Print the JSON summary and close the record file."""
-        print("SUMMARY " + json.dumps(self.summary()), flush=True)
+        if self.report:
+            print("SUMMARY " + json.dumps(self.summary()), flush=True)
         if self.record:
             self.record.close()
 

@@ -10,7 +10,9 @@ Parameters: agent_id, modality, model_dir, profile ("" = model_dir's name), back
 onnxruntime, tensorrt, torch), translate_to (string array of target spaces: sender-side D2C),
 encoding (raw|zlib|zstd), cache_dir ("" = <model_dir>/onnx), slop_s, queue_size, threads
 (0 = backend default), camera_extrinsics (16 doubles per camera, LiDAR -> camera row-major,
-OpenCV axes; unset = the mini-world vehicle rig of codealign_ros.data.world).
+OpenCV axes; unset = the mini-world vehicle rig of codealign_ros.data.world), publish_tf
+(default false: a bag replay carries TF; true broadcasts map -> <agent>/lidar from the pose
+topic and the static <agent>/lidar -> <agent>/camera<i>, `ros.tf.PoseTfRelay`).
 """
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ from codealign_ros.ros.sync import header_stamp_ns, make_synchronizer
 
 DEFAULTS = {"agent_id": "cav_1", "modality": "m1", "model_dir": "models/mini", "profile": "",
             "backend": "auto", "encoding": "zstd", "cache_dir": "", "slop_s": 0.05,
-            "queue_size": 10, "threads": 0}
+            "queue_size": 10, "threads": 0, "publish_tf": False}
 
 
 class RateLimitedLog:
@@ -114,6 +116,10 @@ class VehicleNode(Node):
                                       queue_size=int(p["queue_size"]), slop=float(p["slop_s"]))
         self.cpu = CpuMeter()
         steady_timer(self, 1.0, self._diagnostics)
+        if p["publish_tf"]:
+            from codealign_ros.ros.tf import PoseTfRelay
+
+            self.tf_relay = PoseTfRelay(self, self.agent, self.extrinsics)
 
     def _extrinsics(self, flat: list[float] | None) -> list[np.ndarray]:
         cams = int(self.pipeline.num_cameras or 0)
