@@ -5,6 +5,9 @@ camera_info each) and the pose, synchronised by `ros.sync.make_synchronizer`; ru
 `VehiclePipeline`; publishes each code space's map with header.stamp = sensor stamp and pose =
 the synced LiDAR -> world pose. Debug: `~/processing_time_ms` (std_msgs/Float64, sync callback
 to publish) and a /diagnostics status each second with frame, publish and drop counts.
+Latest wins: the synchroniser hands each matched frame to a worker thread through one
+pipeline.transport.LatestWins slot, so the node always encodes the newest frame; a matched
+frame replaced before the worker took it (the node was busy) is counted as drop `busy`.
 
 Parameters: agent_id, modality, model_dir, profile ("" = model_dir's name), backend (auto,
 onnxruntime, tensorrt, torch), translate_to (string array of target spaces: sender-side D2C),
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from typing import Any
 
@@ -35,6 +39,7 @@ from codealign_ros.core.codemap import CodeMapError, Encoding, GridPose
 from codealign_ros.core.stats import DropCounter
 from codealign_ros.data.types import CameraFrame
 from codealign_ros.pipeline import PipelineError, VehiclePipeline
+from codealign_ros.pipeline.transport import LatestWins, Worker
 from codealign_ros.ros.codemap_msg import codemap_to_msg
 from codealign_ros.ros.errors import MalformedMessageError
 from codealign_ros.ros.image import image_to_rgb
@@ -112,7 +117,11 @@ class VehicleNode(Node):
         self.diag_pub = self.create_publisher(DiagnosticArray, topic("diagnostics"),
                                               qos_profile("output"))
         self.extrinsics = self._extrinsics(ext)
-        self.sync = make_synchronizer(self, self._specs(), self._on_sensors,
+        self.lock = threading.Lock()  # the worker's frame vs the diagnostics timer
+        self.frames_box: LatestWins[tuple[Any, ...]] = LatestWins()
+        self.worker = Worker(self.frames_box, lambda msgs: self._on_sensors(*msgs), self.lock,
+                             "vehicle-worker")
+        self.sync = make_synchronizer(self, self._specs(), self._offer_frame,
                                       queue_size=int(p["queue_size"]), slop=float(p["slop_s"]))
         self.cpu = CpuMeter()
         steady_timer(self, 1.0, self._diagnostics)
@@ -142,6 +151,15 @@ class VehicleNode(Node):
                 + [pose])
 
     # -- processing --------------------------------------------------------------------------
+    def _offer_frame(self, *msgs: Any) -> None:
+        """Executor thread: keep only the newest matched frame for the worker (a replaced
+        pending frame is counted `busy`)."""
+        self.frames_box.put("frame", msgs, ego=True)
+
+    def on_shutdown(self) -> None:
+        """Stop the worker before the node is destroyed (called by run_node)."""
+        self.worker.stop()
+
     def _on_sensors(self, *msgs: Any) -> None:
         start = time.perf_counter()
         self.counts["frames"] += 1
@@ -184,15 +202,20 @@ class VehicleNode(Node):
         self.log.warning(reason, f"dropped a sensor frame ({reason}): {exc}")
 
     def _diagnostics(self) -> None:
+        with self.lock:
+            self._publish_diagnostics()
+
+    def _publish_diagnostics(self) -> None:
+        drops = self.drops + DropCounter(self.frames_box.snapshot()[2])
         values = {**self.counts, "backend": self.pipeline.backend_name,
                   "spaces": ",".join(self.pipeline.spaces),
                   "nonfinite_points": self.pipeline.nonfinite_points,
                   "cpu_percent": f"{self.cpu.percent():.1f}",
-                  **{f"drop_{k}": v for k, v in sorted(self.drops.items())},
+                  **{f"drop_{k}": v for k, v in sorted(drops.items())},
                   **{k: f"{v:.2f}" for k, v in self.timings.items()},
                   **{f"sync_{k}": v for k, v in self.sync.stats().items()
                      if k in ("matched", "queued", "dropped")}}
-        problem = f"{sum(self.drops.values())} frames dropped" if self.drops else ""
+        problem = f"{sum(drops.values())} frames dropped" if drops else ""
         status = diagnostic_status(f"codealign vehicle {self.agent}", self.agent, values, problem)
         header = Header(stamp=self.get_clock().now().to_msg())
         self.diag_pub.publish(DiagnosticArray(header=header, status=[status]))
