@@ -63,6 +63,9 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     add_convert_parser(sub)
     add_play_parser(sub)
     add_launch_parser(sub)
+    from codealign_ros.keys_cli import add_keys_parser
+
+    add_keys_parser(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -59,7 +59,7 @@ def test_received_garbage_raises_code_map_error() -> None:
     msg.width = 255
     with pytest.raises(CodeMapError) as err:
         msg_to_codemap(msg)
-    assert err.value.reason == "size"
+    assert err.value.reason == "length"
 
 
 def test_sender_refuses_invalid_map() -> None:

@@ -89,4 +89,4 @@ def test_monitor_counts_malformed_code_maps_and_keeps_running(ros_domain: int) -
         assert monitor.poll() is None, "monitor died on malformed input"
         group.stop()
         out, _ = monitor.communicate()
-    assert _summary(out)["drops"] == {"size": 1, "bits": 1, "pose": 1}
+    assert _summary(out)["drops"] == {"length": 1, "bits": 1, "pose": 1}

@@ -178,9 +178,13 @@ def test_graph_has_one_receiver_and_the_recorder(tmp_path: Path) -> None:
     assert {"vehicle_cav_1", "vehicle_cav_2", "vehicle_rsu_1"} <= set(by_name)
     # the ego-only baseline is computed afterwards from the recorded ego maps: one receiver
     assert [s.name for s in specs if s.executable == "fusion_node"] == ["fusion_cav_1"]
-    assert by_name["fusion_cav_1"].parameters["modality"] == "m1"
+    fused = by_name["fusion_cav_1"]
+    assert fused.parameters["modality"] == "m1" and not fused.remappings
     assert specs[0].parameters["codemap_subscribers"] == 3  # fusion, code-map images, recorder
     assert DemoOptions().rate == 1.0
+    keys = str(DemoOptions().out_dir / "keys")  # signed maps: a key pair per agent and run
+    assert fused.parameters["require_signed"] is True and fused.parameters["trust_store"] == keys
+    assert by_name["vehicle_rsu_1"].parameters["signing_key"] == f"{keys}/rsu_1.key"
     # the player starts once every vehicle's sensor subscriptions (2 + 9 + 2) and the
     # recorder's bag topics (TF, ground truth, every agent's pose and cloud) matched
     player = specs[-1].arguments

@@ -80,7 +80,8 @@ def test_vehicle_parameters_follow_the_arguments() -> None:
         "vehicle_cav_2", "vehicle_node", "codealign_ros.nodes.vehicle_node")
     assert spec.parameters == {"agent_id": "cav_2", "modality": "m4", "backend": "auto",
                                "profile": "mini", "model_dir": "models/mini",
-                               "use_sim_time": True, "publish_tf": False}
+                               "use_sim_time": True, "require_signed": True,
+                               "signing_key": "keys/cav_2.key", "publish_tf": False}
 
 
 def test_typed_arguments_are_converted() -> None:

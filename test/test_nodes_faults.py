@@ -8,6 +8,7 @@ and the ego must still get detections afterwards.
 from __future__ import annotations
 
 import array
+import contextlib
 import dataclasses
 import hashlib
 import math
@@ -219,7 +220,9 @@ def graph(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         mp.setenv("ROS_DOMAIN_ID", str(1 + int(hashlib.sha256(key).hexdigest(), 16) % 100))
         mp.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
         with ProcessGroup() as group:
-            common = {"agent_id": EGO, "modality": "m1", "model_dir": store, "backend": "torch"}
+            # unsigned fake peers here; signed maps: test/test_link_security.py
+            common = {"agent_id": EGO, "modality": "m1", "model_dir": store, "backend": "torch",
+                      "require_signed": False}
             logs = {name: open(tmp / f"{name}.log", "w")
                     for name in ("fusion", "vehicle", "camera")}
             # no modality: fusion_node learns it from the ego's first map (as launched)
@@ -236,21 +239,30 @@ def graph(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                                {**common, "agent_id": CAM, "modality": "m4"},
                                args=["--ros-args", "-r", f"__node:=vehicle_{CAM}"],
                                stdout=logs["camera"], stderr=subprocess.STDOUT)
-            context = Context()
-            rclpy.init(context=context)
-            probe = Probe(context)
-            try:
-                probe.spin_until(lambda: {FUSION, VEHICLE, CAM_VEHICLE} <= set(probe.diag),
-                                 STARTUP_S, "every node's diagnostics")
+            with probe_session(group, logs, tmp, {FUSION, VEHICLE, CAM_VEHICLE}) as probe:
                 yield {"probe": probe, "peers": Peers(store), "group": group,
                        "fusion_pid": fusion.pid, "logs": tmp}
-            finally:
-                probe.node.destroy_node()
-                rclpy.shutdown(context=context)
-                failed = group.failed()
-                for log in logs.values():
-                    log.close()
-                assert not failed, f"nodes died: {failed}; logs in {tmp}"
+
+
+@contextlib.contextmanager
+def probe_session(group: ProcessGroup, logs: dict[str, Any], tmp: Path,
+                  statuses: set[str]) -> Iterator[Probe]:
+    """A Probe in its own context once every node in `statuses` published diagnostics; on
+    exit: shut down, close the logs, fail when a node died."""
+    context = Context()
+    rclpy.init(context=context)
+    probe = Probe(context)
+    try:
+        probe.spin_until(lambda: statuses <= set(probe.diag), STARTUP_S,
+                         "every node's diagnostics")
+        yield probe
+    finally:
+        probe.node.destroy_node()
+        rclpy.shutdown(context=context)
+        failed = group.failed()
+        for log in logs.values():
+            log.close()
+        assert not failed, f"nodes died: {failed}; logs in {tmp}"
 
 
 @pytest.fixture
@@ -312,8 +324,8 @@ def test_fusion_counts_bad_code_maps_by_reason(probe: Probe, peers: Peers) -> No
     for msg in (short, small, wide, two, unknown, foreign, stale, future, nan_pose):
         probe.maps.publish(msg)
         probe.spin_for(0.1)
-    expected = {"bad_size": 2, "bad_bits": 2, "unknown_space": 1, "hash_mismatch": 1,
-                "stale": 1, "future": 1, "nan_pose": 1}
+    expected = {"bad_length": 1, "bad_size": 1, "bad_bits": 2, "unknown_space": 1,
+                "hash_mismatch": 1, "stale": 1, "future": 1, "nan_pose": 1}
     for reason, count in expected.items():
         probe.wait_count(FUSION, f"drop_{reason}", count)
     accepted = probe.count(FUSION, "accepted")
@@ -330,10 +342,12 @@ def test_duplicate_agent_ids_are_dropped(probe: Probe, peers: Peers) -> None:
     probe.spin_for(0.2)
     probe.other.publish(peers.msg("cav_7", now))  # another publisher claims cav_7
     probe.spin_for(0.2)
+    probe.wait_count(FUSION, "drop_duplicate_agent", before + 1)
+    spoofed = probe.count(FUSION, "drop_ego_broadcast")
     probe.maps.publish(peers.msg(EGO, now, x=0.0))  # someone else claims the ego's id
     probe.spin_for(0.2)
     probe.maps.publish(peers.msg(EGO, now, space="g2", modality="m2", x=0.0))
-    probe.wait_count(FUSION, "drop_duplicate_agent", before + 3)
+    probe.wait_count(FUSION, "drop_ego_broadcast", spoofed + 2)  # the ego's maps are local
 
 
 def test_peers_contribute_then_vanish_and_ego_continues(probe: Probe, peers: Peers) -> None:

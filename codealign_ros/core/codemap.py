@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-REASONS = ("bits", "shape", "size", "index", "pose", "resolution", "encoding", "corrupt",
-           "padding", "meta")
+REASONS = ("bits", "shape", "size", "length", "bomb", "index", "pose", "resolution",
+           "encoding", "corrupt", "padding", "meta")
 MAX_CELLS = 4096 * 4096
 
 
@@ -141,7 +141,7 @@ def unpack_indices(data: bytes, bits: int, height: int, width: int) -> np.ndarra
     buf = np.frombuffer(_byte_view(data), np.uint8)
     cells, size = h * w, packed_size(h, w, bits)
     if buf.size != size:
-        raise CodeMapError("size", f"a {bits}-bit {h} x {w} map needs {size} bytes, "
+        raise CodeMapError("length", f"a {bits}-bit {h} x {w} map needs {size} bytes, "
                                    f"got {buf.size}")
     pad = 8 * size - cells * bits
     if pad and int(buf[-1]) & ((1 << pad) - 1):
@@ -179,12 +179,25 @@ def compress(packed: bytes, encoding: Encoding, level: int | None = None) -> byt
     return data
 
 
+def _zstd_complete(zstd: Any, view: memoryview) -> bool:
+    """Whether `view` ends with a complete zstd frame. Only called once a bounded read has
+    drained the input, so this second pass produces no more than that read did."""
+    stream = zstd.ZstdDecompressor().decompressobj()
+    try:
+        stream.decompress(view)
+    except zstd.ZstdError:
+        return False
+    return bool(stream.eof) and not stream.unused_data
+
+
 def decompress(data: bytes, encoding: Encoding, expected_size: int) -> bytes:
     """Decode a payload into exactly `expected_size` bytes of packed stream.
 
-    Never produces more than `expected_size + 1` bytes (decompression-bomb guard);
-    invalid, truncated, oversized or trailing-garbage streams raise reason "corrupt",
-    a RAW payload of the wrong length reason "size".
+    Never produces more than `expected_size + 1` bytes (decompression-bomb guard). A payload
+    whose decoded length is wrong raises reason "length" whatever its encoding (RAW: its own
+    length; zlib / zstd: a complete stream that decodes short); a compressed stream that
+    expands past `expected_size` reason "bomb" (decoding stops one byte beyond it); invalid,
+    truncated or trailing-garbage streams reason "corrupt".
     """
     encoding = _check_encoding(encoding)
     if not _is_int(expected_size) or expected_size < 0:
@@ -192,7 +205,7 @@ def decompress(data: bytes, encoding: Encoding, expected_size: int) -> bytes:
     view, n = _byte_view(data), int(expected_size)
     if encoding is Encoding.RAW:
         if len(view) != n:
-            raise CodeMapError("size", f"RAW payload has {len(view)} bytes, expected {n}")
+            raise CodeMapError("length", f"RAW payload has {len(view)} bytes, expected {n}")
         return view.tobytes()
     if encoding is Encoding.ZLIB:
         stream = zlib.decompressobj()
@@ -211,12 +224,16 @@ def decompress(data: bytes, encoding: Encoding, expected_size: int) -> bytes:
         except zstd.ZstdError as exc:
             raise CodeMapError("corrupt",
                                f"invalid zstd frame ({len(view)} bytes): {exc}") from None
-        complete = True
-    if len(out) != n or not complete:
-        problem = (f"more than {n} bytes" if len(out) > n else f"{len(out)} bytes, expected {n}"
-                   if len(out) < n else f"{n} bytes but is truncated or has trailing bytes")
-        raise CodeMapError("corrupt", f"{encoding.name} payload of {len(view)} bytes decodes "
-                                      f"to {problem}")
+        complete = len(out) > n or _zstd_complete(zstd, view)
+    if len(out) > n:
+        raise CodeMapError("bomb", f"{encoding.name} payload of {len(view)} bytes decodes to "
+                                   f"more than {n} bytes (decompression stopped there)")
+    if not complete:
+        raise CodeMapError("corrupt", f"{encoding.name} payload of {len(view)} bytes is "
+                                      f"truncated or has trailing bytes")
+    if len(out) < n:
+        raise CodeMapError("length", f"{encoding.name} payload of {len(view)} bytes decodes "
+                                     f"to {len(out)} bytes, expected {n}")
     return out
 
 

@@ -126,7 +126,8 @@ def demo_specs(opts: DemoOptions, bag: Path, agents: list[tuple[str, str]], fram
         len(bag_topics([a for a, _ in agents]))
     specs = load_graph(GRAPH, {"bag": str(bag), "agents": format_agents(agents),
                                "rate": opts.rate, "wait_for": wait_for, "backend": opts.backend,
-                               "profile": opts.profile, "model_dir": opts.model_dir})
+                               "profile": opts.profile, "model_dir": opts.model_dir,
+                               "key_dir": str(opts.out_dir / "keys")})
     fusion = next(s for s in specs if s.executable == "fusion_node")
     fusion = dataclasses.replace(fusion, parameters={**fusion.parameters,
                                                      "modality": agents[0][1]})
@@ -146,6 +147,17 @@ def demo_specs(opts: DemoOptions, bag: Path, agents: list[tuple[str, str]], fram
               for s in specs if s.executable == "bag_player"]
     others = [s for s in specs if s.executable != "bag_player"]
     return [recorder, *others, images, *player]
+
+
+def demo_keys(out_dir: Path, agents: list[tuple[str, str]]) -> Path:
+    """A fresh key pair per agent for this run in <out_dir>/keys (the receivers' trust store:
+    the demo's maps are signed and verified like on the road)."""
+    from codealign_ros.core.signing import generate_keys
+
+    keys = out_dir / "keys"
+    for agent, _ in agents:
+        generate_keys(agent, keys, overwrite=True)
+    return keys
 
 
 # -- run --------------------------------------------------------------------------------------
@@ -189,6 +201,7 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
     ensure_export(opts)
     opts.out_dir.mkdir(parents=True, exist_ok=True)
     record = opts.out_dir / "recording"
+    demo_keys(opts.out_dir, agents)
     specs = demo_specs(opts, bag, agents, opts.frames, record)
     domain = _domain(opts)
     print(f"demo: {len(specs)} nodes in ROS_DOMAIN_ID {domain}; agents "

@@ -1,11 +1,16 @@
 """fusion_node: the ego's receiver. CodeMaps in, fused 3D detections out (no sensors here).
 
-Subscribes the V2X code-map topic. The callback only hands each map to a latest-wins slot
-per (agent, code space) (pipeline.transport: pending maps replaced are counted `superseded`,
-ego frames replaced while fusing `busy`, the RMW's message-lost events `lost`); a worker thread
-decodes and offers the newest maps to a `ReceiverPipeline` (drops counted by reason, see
-codealign_ros.pipeline.receiver); each accepted map of the ego agent (its own vehicle_node's
-output, in the ego space) triggers one fusion of the peers' newest maps. Publishes, stamped with the ego sensor stamp in the ego grid frame:
+Subscribes the V2X code-map topic for peers and the ego's local topic (topics.yaml
+codemap_local) for its own maps. The callbacks only hand each map to a latest-wins slot per
+(agent, code space, channel) (pipeline.transport: pending maps replaced are counted
+`superseded`, ego frames replaced while fusing `busy`, the RMW's message-lost events `lost`).
+A worker thread then runs every map through the link checks of codealign_ros.pipeline.link
+(field bounds, the ego's id only on the local topic, signature, key pinned to the agent id,
+replay) before anything is decoded; then it is decoded and offered to a `ReceiverPipeline`
+(drops counted by reason, see codealign_ros.pipeline.receiver and README "Drop reasons"); each
+accepted map of the ego agent (its own vehicle_node's output, in the ego space) triggers one
+fusion of the peers' newest maps. Publishes, stamped with the ego sensor stamp in the ego grid
+frame:
 codealign_msgs/Detection3DArray (+ vision_msgs/Detection3DArray on `<detections>_vision` when
 vision_msgs is importable), a MarkerArray (DELETEALL, then LINE_LIST boxes + scores),
 `~/latency_ms` (ego sensor stamp -> publish, std_msgs/Float64) and a /diagnostics status each
@@ -16,7 +21,8 @@ Parameters: agent_id (ego), modality ("" = learn it from the ego's first code ma
 profile ("" = model_dir's name), backend, cache_dir, max_age_s (peer vs ego stamp),
 max_delay_s (stamp -> arrival), future_tolerance_s,
 comm_range_m (< 0: groups.yaml data.comm_range), max_peers, claim_window_s, class_name,
-threads (0 = backend default).
+threads (0 = backend default), require_signed (codemap.yaml security), trust_store
+(directory of trusted <agent>.pub keys; "" = codemap.yaml security.key_dir).
 """
 from __future__ import annotations
 
@@ -46,6 +52,10 @@ from codealign_ros.ros.qos import qos_profile
 from codealign_ros.ros.transport import (CpuMeter, LostCounter, steady_timer,
                                          subscribe_counting_lost)
 from codealign_ros.ros.runner import run_node
+from codealign_ros.pipeline.link import ECHO
+from codealign_ros.nodes.link_setup import make_link_checker
+from codealign_ros.ros.signing_msg import wire_fields
+from codealign_ros.core.wire import printable
 
 try:
     from vision_msgs.msg import Detection3DArray as VisionDetection3DArray
@@ -85,6 +95,7 @@ class FusionNode(Node):
         self.p = {k: self.declare_parameter(k, v).value for k, v in DEFAULTS.items()}
         self.ego = self.p["agent_id"]
         self.frame_id = frame("grid", agent=self.ego)
+        self.link = self._link_checker()
         self.pipeline: ReceiverPipeline | None = None
         self.early = DropCounter()  # drops before the pipeline exists
         self.unusable: set[str] = set()  # ego modalities the model dir cannot serve
@@ -101,14 +112,28 @@ class FusionNode(Node):
         self.marker_pub = self.create_publisher(MarkerArray, topic("markers"), out)
         self.latency_pub = self.create_publisher(Float64, "~/latency_ms", out)
         self.diag_pub = self.create_publisher(DiagnosticArray, topic("diagnostics"), out)
-        self.mailbox: LatestWins[tuple[CodeMapMsg, Any, int]] = LatestWins()
+        self.mailbox: LatestWins[tuple[CodeMapMsg, Any, int, bool]] = LatestWins()
         self.lock = threading.Lock()  # the worker's pipeline vs the diagnostics timer
         self.lost = LostCounter()
         self.worker = Worker(self.mailbox, self._process, self.lock, "fusion-worker")
         subscribe_counting_lost(self, CodeMapMsg, topic("codemap"), self._on_codemap,
                                 self._qos(), self.lost)
+        self.create_subscription(CodeMapMsg, topic("codemap_local", agent=self.ego),
+                                 self._on_local_codemap, qos_profile("codemap"))
         self.cpu = CpuMeter()
         steady_timer(self, 1.0, self._diagnostics)
+
+    def _link_checker(self) -> Any:
+        """Field, channel and signature checks (exits with one clear line without keys)."""
+        from codealign_ros.config import lookup
+
+        required = self.declare_parameter("require_signed", bool(lookup(
+            "codemap", "security", "require_signed"))).value
+        return make_link_checker(self.ego, bool(required),
+                                 self.declare_parameter("trust_store", "").value)
+
+    def _on_local_codemap(self, msg: CodeMapMsg, info: Any) -> None:
+        self._on_codemap(msg, info, local=True)
 
     def _qos(self) -> QoSProfile:
         """The V2X QoS, with reader history for one map of every allowed peer and the ego."""
@@ -131,25 +156,33 @@ class FusionNode(Node):
                                f"{sorted(self.pipeline.translators) or 'nothing'}")
 
     # -- input ---------------------------------------------------------------------------------
-    def _on_codemap(self, msg: CodeMapMsg, info: Any) -> None:
+    def _on_codemap(self, msg: CodeMapMsg, info: Any, local: bool = False) -> None:
         """Executor thread: stamp the arrival, keep only the newest map per slot."""
         now = self.get_clock().now().nanoseconds
         ego = msg.agent_id == self.ego and (self.pipeline is None
                                             or msg.code_space == self.pipeline.ego_group)
-        if self.mailbox.put((msg.agent_id, msg.code_space), (msg, info, now), ego):
+        if self.mailbox.put((msg.agent_id, msg.code_space, local), (msg, info, now, local),
+                            ego):
             self.log.warning("superseded", "a newer code map replaced a pending one "
                              "(busy receiver); counted")
 
-    def _process(self, item: tuple[CodeMapMsg, Any, int]) -> None:
-        """Worker thread (holding self.lock): one map through the pipeline (and a fusion for
-        the ego's)."""
+    def _process(self, item: tuple[CodeMapMsg, Any, int, bool]) -> None:
+        """Worker thread (holding self.lock): one map through the link checks and the
+        pipeline (and a fusion for the ego's)."""
         self._handle(*item)
 
     def on_shutdown(self) -> None:
         """Stop the worker before the node is destroyed (called by run_node)."""
         self.worker.stop()
 
-    def _handle(self, msg: CodeMapMsg, info: Any, now: int) -> None:
+    def _handle(self, msg: CodeMapMsg, info: Any, now: int, local: bool) -> None:
+        link, ticket = self.link.check(wire_fields(msg), bytes(msg.signature), local,
+                                       publisher_id(info))
+        if link == ECHO:  # our own vehicle's broadcast copy of a map taken locally
+            return
+        if link:  # nothing of it is decoded
+            self._drop(link, printable(msg.agent_id), ValueError(f"link check: {link}"))
+            return
         early = self.pipeline and self.pipeline.space_reason(msg.code_space, msg.codebook_hash,
                                                              msg.agent_id)
         if early:  # unusable code space: not even decompressed
@@ -173,7 +206,9 @@ class FusionNode(Node):
             return
         if reason is not None:
             self.log.warning(reason, f"dropped code map of {code_map.agent_id!r}: {reason}")
-        elif result is not None:
+        if reason is None:
+            self.link.commit(ticket)
+        if result is not None:
             self._publish(code_map, result)
 
     def _learn_modality(self, code_map: CodeMap) -> bool:
@@ -218,6 +253,7 @@ class FusionNode(Node):
         """offered = fused + dropped (by reason, incl. superseded / busy / lost) + held."""
         stats = self.pipeline.stats() if self.pipeline else {"drops": dict(self.early)}
         received, pending, transport = self.mailbox.snapshot()
+        transport["echo"] = int(self.link.echoes)  # the V2X copy of a map taken locally
         return ledger(received, self.lost.total, transport, stats,
                       pending + self.worker.in_hand)
 
@@ -232,7 +268,7 @@ class FusionNode(Node):
         values = {k: v for k, v in stats.items() if k not in ("drops", "skipped", "last_agents")}
         values.update({"agents_fused": len(stats.get("last_agents", [])),
                        "last_agents": ",".join(stats.get("last_agents", [])),
-                       "latency_ms": f"{self.latency_ms:.1f}",
+                       "latency_ms": f"{self.latency_ms:.1f}", "ego_echo": self.link.echoes,
                        "boxes": 0 if result is None else len(result.boxes),
                        **{f"drop_{k}": v for k, v in book["drops"].items()},
                        **{f"ledger_{k}": book[k] for k in ("offered", "fused", "dropped",

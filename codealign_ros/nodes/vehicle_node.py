@@ -3,8 +3,10 @@
 Subscribes (topics.yaml, {agent} = agent_id) the LiDAR cloud or the modality's cameras (image +
 camera_info each) and the pose, synchronised by `ros.sync.make_synchronizer`; runs a
 `VehiclePipeline`; publishes each code space's map with header.stamp = sensor stamp and pose =
-the synced LiDAR -> world pose. Debug: `~/processing_time_ms` (std_msgs/Float64, sync callback
-to publish) and a /diagnostics status each second with frame, publish and drop counts.
+the synced LiDAR -> world pose, signed (ECDSA P-256), on the V2X topic and on the agent's
+local topic (topics.yaml codemap_local: its own receiver takes the ego's maps only there).
+Debug: `~/processing_time_ms` (std_msgs/Float64, sync callback to publish) and a /diagnostics
+status each second with frame, publish and drop counts.
 Latest wins: the synchroniser hands each matched frame to a worker thread through one
 pipeline.transport.LatestWins slot, so the node always encodes the newest frame; a matched
 frame replaced before the worker took it (the node was busy) is counted as drop `busy`.
@@ -12,8 +14,10 @@ frame replaced before the worker took it (the node was busy) is counted as drop 
 Parameters: agent_id, modality, model_dir, profile ("" = model_dir's name), backend (auto,
 onnxruntime, tensorrt, torch), translate_to (string array of target spaces: sender-side D2C),
 encoding (raw|zlib|zstd), cache_dir ("" = <model_dir>/onnx), slop_s, queue_size, threads
-(0 = backend default), camera_extrinsics (16 doubles per camera, LiDAR -> camera row-major,
-OpenCV axes; unset = the mini-world vehicle rig of codealign_ros.data.world), publish_tf
+(0 = backend default), require_signed (sign every map; codemap.yaml security), signing_key
+("" = <key_dir>/<agent_id>.key, made by `codealign keys generate`), camera_extrinsics (16
+doubles per camera, LiDAR -> camera row-major, OpenCV axes; unset = the mini-world vehicle rig
+of codealign_ros.data.world), publish_tf
 (default false: a bag replay carries TF; true broadcasts map -> <agent>/lidar from the pose
 topic and the static <agent>/lidar -> <agent>/camera<i>, `ros.tf.PoseTfRelay`).
 """
@@ -46,6 +50,8 @@ from codealign_ros.ros.image import image_to_rgb
 from codealign_ros.ros.pointcloud import pointcloud2_to_xyzi
 from codealign_ros.ros.qos import qos_profile
 from codealign_ros.ros.runner import run_node
+from codealign_ros.nodes.link_setup import load_signer
+from codealign_ros.ros.signing_msg import sign_msg
 from codealign_ros.ros.transport import CpuMeter, steady_timer
 from codealign_ros.ros.sync import header_stamp_ns, make_synchronizer
 
@@ -100,6 +106,7 @@ class VehicleNode(Node):
         targets = self.declare_parameter("translate_to", Parameter.Type.STRING_ARRAY).value
         ext = self.declare_parameter("camera_extrinsics", Parameter.Type.DOUBLE_ARRAY).value
         self.agent = p["agent_id"]
+        self.signer = self._signer()
         self.encoding = Encoding[p["encoding"].upper()]
         self.pipeline = VehiclePipeline(
             p["model_dir"], p["modality"], self.agent, p["backend"], tuple(targets or ()),
@@ -112,6 +119,8 @@ class VehicleNode(Node):
         self.log = RateLimitedLog(self.get_logger())
         self.publisher = self.create_publisher(CodeMapMsg, topic("codemap"),
                                                qos_profile("codemap"))
+        self.local_publisher = self.create_publisher(
+            CodeMapMsg, topic("codemap_local", agent=self.agent), qos_profile("codemap"))
         self.time_pub = self.create_publisher(Float64, "~/processing_time_ms",
                                               qos_profile("output"))
         self.diag_pub = self.create_publisher(DiagnosticArray, topic("diagnostics"),
@@ -129,6 +138,19 @@ class VehicleNode(Node):
             from codealign_ros.ros.tf import PoseTfRelay
 
             self.tf_relay = PoseTfRelay(self, self.agent, self.extrinsics)
+
+    def _signer(self) -> Any:
+        """The agent's Signer (None with require_signed off); exits naming the keys command
+        when the key is missing."""
+        from codealign_ros.config import lookup
+
+        required = self.declare_parameter("require_signed", bool(lookup(
+            "codemap", "security", "require_signed"))).value
+        return load_signer(self.agent, self.declare_parameter("signing_key", "").value,
+                           bool(required))
+
+    def _signed(self, msg: CodeMapMsg) -> CodeMapMsg:
+        return msg if self.signer is None else sign_msg(msg, self.signer)
 
     def _extrinsics(self, flat: list[float] | None) -> list[np.ndarray]:
         cams = int(self.pipeline.num_cameras or 0)
@@ -167,9 +189,9 @@ class VehicleNode(Node):
             pose = grid_pose(msgs[-1])
             result = self._run(msgs[:-1])
             maps = self.pipeline.code_maps(result, header_stamp_ns(msgs[0]), pose)
-            out = [codemap_to_msg(m, self.encoding) for m in maps]
+            out = [self._signed(codemap_to_msg(m, self.encoding)) for m in maps]
         except CodeMapError as exc:
-            self._drop("nan_pose" if exc.reason == "pose" else f"codemap_{exc.reason}", exc)
+            self._drop("nan_pose" if exc.reason == "pose" else "bad_codemap", exc)
             return
         except MalformedMessageError as exc:
             self._drop(f"malformed_{'cloud' if len(msgs) == 2 else 'camera'}", exc)
@@ -183,6 +205,7 @@ class VehicleNode(Node):
         if not self.context.ok():  # shut down (SIGTERM) while this frame was processed
             return
         for msg in out:
+            self.local_publisher.publish(msg)  # first: the own receiver's copy
             self.publisher.publish(msg)
         self.counts["published"] += len(out)
         self.timings = dict(result.timings, total_ms=(time.perf_counter() - start) * 1e3)

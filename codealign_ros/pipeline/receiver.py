@@ -3,8 +3,11 @@
 `offer(code_map, now_ns, source)` checks one received map and keeps the newest per agent and
 code space; it returns None (accepted) or the drop reason, counted in `drops`:
   malformed        the map fails CodeMap validation for another reason (see core.codemap)
-  bad_size         height x width differ from the profile grid, or the payload has the
-                   wrong length for them
+  bad_size         height x width differ from the profile grid (or are not positive)
+  bad_length       the payload's decoded length is not height x width x bits / 8 bytes,
+                   whatever its encoding (RAW, zlib, zstd)
+  bomb             a zlib / zstd payload expanding past that size (decompression bomb;
+                   decoding stops one byte beyond it)
   bad_bits         bits differ from the code space's codebook (or lie outside 1..8)
   bad_grid         resolution / origin differ from the profile grid
   nan_pose         non-finite pose or a quaternion that is not unit
@@ -26,6 +29,7 @@ The node's transport (pipeline/transport.py, fusion_node) adds, before a map rea
   superseded       a peer's pending map replaced by its newer one before the worker took it
   busy             an ego frame replaced by the next one while the node was fusing (skipped)
   lost             the RMW's message-lost events of the code-map subscription
+  echo             the ego's own map arriving on the V2X topic too (the local copy is used)
 Nothing is decoded before these checks pass. `fuse(ego_map)` then takes, per peer, the map in
 the ego's space when its stamp is within max_age_s of the ego stamp (sender-side D2C), else
 a foreign-space map translated here by the source group's UCT; warps every map from the
@@ -53,11 +57,13 @@ from codealign_ros.train.cli import group_of
 
 __all__ = ["DROP_REASONS", "ReceiverPipeline", "ReceiverResult", "drop_reason"]
 
-DROP_REASONS = ("malformed", "bad_size", "bad_bits", "bad_grid", "nan_pose", "unknown_space",
-                "hash_mismatch", "future", "stale", "duplicate_agent", "out_of_range",
-                "too_many_peers", "unused")
-_CODEMAP_REASONS = {"pose": "nan_pose", "bits": "bad_bits", "size": "bad_size",
-                    "shape": "bad_size", "resolution": "bad_grid"}
+DROP_REASONS = ("malformed", "bad_size", "bad_length", "bomb", "bad_bits", "bad_grid",
+                "nan_pose", "unknown_space", "hash_mismatch", "future", "stale",
+                "duplicate_agent", "out_of_range", "too_many_peers", "unused")
+SKIP_REASONS = ("stale", "out_of_range")  # peers held but not fused into an ego frame
+_CODEMAP_REASONS = {"pose": "nan_pose", "bits": "bad_bits", "size": "bad_length",
+                    "length": "bad_length", "bomb": "bomb", "shape": "bad_size",
+                    "resolution": "bad_grid"}
 NS_PER_S = 1_000_000_000
 
 
@@ -161,6 +167,10 @@ class ReceiverPipeline:
                                                                     "comm_range")
         self.comm_range, self.max_peers = float(comm), int(max_peers)
         self.max_claims = 4 * self.max_peers + 16
+        bound = int(lookup("codemap", "max_contributing_agents"))
+        if self.max_peers + 1 > bound:
+            raise PipelineError("config", f"max_peers {self.max_peers} + the ego exceeds "
+                                f"codemap.yaml max_contributing_agents {bound}")
 
     def _translatable(self) -> list[str]:
         """Foreign spaces whose UCT targets the ego space (trained against our codebook)."""

@@ -8,6 +8,7 @@ A pending map replaced by a newer one of the same slot before the worker took it
   superseded  a peer's map replaced by its newer map (only the newest map per peer matters)
   busy        an ego frame replaced by the next ego frame while the node was busy fusing: a
               skipped frame
+  echo        (fusion_node) the ego's own map arriving on the V2X topic as well as locally
 Together with the RMW's message-lost count (`lost`) and the receiver's own drop reasons
 (pipeline/receiver.py) this makes the ledger exact: every map offered to the node is fused,
 dropped under one reason, or still held (`TransportLedger`).
@@ -24,7 +25,7 @@ from codealign_ros.core.stats import DropCounter
 
 __all__ = ["TRANSPORT_REASONS", "LatestWins", "Worker", "ledger"]
 
-TRANSPORT_REASONS = ("superseded", "busy", "lost")
+TRANSPORT_REASONS = ("superseded", "busy", "lost", "echo")
 LOG = logging.getLogger("codealign.transport")
 T = TypeVar("T")
 
