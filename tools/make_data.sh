@@ -16,4 +16,5 @@ gen() {  # split scenes seed
   echo "$args" > "$stamp"
 }
 gen train 16 100
+gen validate 2 500
 gen test 4 900

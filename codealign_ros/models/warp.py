@@ -40,8 +40,8 @@ def normalized_affine(t_ego_agent: ArrayLike, grid: Any) -> torch.Tensor:
 def warp_with_theta(features: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     """Bilinear, zero-padded warp of (N, C, H, W) features by (N, 2, 3) theta (ONNX-friendly)."""
     h, w = features.shape[-2], features.shape[-1]
-    xs = (torch.arange(w, dtype=features.dtype) * 2 + 1) / w - 1
-    ys = (torch.arange(h, dtype=features.dtype) * 2 + 1) / h - 1
+    xs = (torch.arange(w, dtype=features.dtype, device=features.device) * 2 + 1) / w - 1
+    ys = (torch.arange(h, dtype=features.dtype, device=features.device) * 2 + 1) / h - 1
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
     base = torch.stack([gx, gy, torch.ones_like(gx)], -1).reshape(1, -1, 3)  # (1, H*W, 3)
     sample = (base @ theta.to(features.dtype).transpose(1, 2)).reshape(-1, h, w, 2)

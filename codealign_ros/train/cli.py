@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 import json
 import logging
+import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ from codealign_ros.config import lookup
 if TYPE_CHECKING:
     from codealign_ros.models.store import ModelStore
     from codealign_ros.train import stages
+    from codealign_ros.train.distributed import Accel
     from codealign_ros.train.loop import LoopConfig
 
 LOG = logging.getLogger("codealign.train")
@@ -98,6 +100,9 @@ def _card(path: Path, result: "stages.StageResult", run: dict[str, Any]) -> None
              f"- Trainable parameters: {result.trainable:,}",
              f"- File size: {result.path.stat().st_size / 1e6:.2f} MB",
              f"- Code commit: {run['commit']}"]
+    if run.get("logdir"):
+        lines.append(f"- TensorBoard run: {Path(run['logdir']) / result.name} "
+                     f"(`tensorboard --logdir {run['logdir']}`)")
     lines += [f"- {k}: {v}" for k, v in result.extra.items()]
     lines += ["", "## Metrics", ""] + _metrics_lines(result.name) + [
         "", "Full comparison under the paper's protocol: benchmarks/results/paper_table.md "
@@ -180,39 +185,62 @@ def _trainable_state(state: dict[str, Any], stage: str,
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """Train the chosen stages (see `codealign train --help`)."""
+    """Train the chosen stages (see `codealign train --help`); under `torchrun` every rank
+    runs this, rank 0 alone writing components, cards, run configs and TensorBoard logs."""
     if args.cards_only:
         print(f"rewrote {rewrite_cards(Path(args.out))} model cards in {args.out}")
         return 0
-    from codealign_ros.data.assignment import isolation_split
-    from codealign_ros.models.profile import load_profile
-    from codealign_ros.models.store import ModelStore
-    from codealign_ros.train import stages
-    from codealign_ros.train.loop import LoopConfig
-    from codealign_ros.train.samples import load_frames
+    from codealign_ros.train import distributed
 
     if args.config:
         for key, value in yaml.safe_load(args.config.read_text()).items():
             setattr(args, key.replace("-", "_"), value)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    try:
+        accel = distributed.setup(args.device, args.amp)
+    except distributed.DeviceError as exc:
+        print(f"codealign train: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return _train(args, accel)
+    finally:
+        distributed.teardown()
+
+
+def _train(args: argparse.Namespace, accel: "Accel") -> int:
+    from codealign_ros.data.assignment import isolation_split
+    from codealign_ros.models.profile import load_profile
+    from codealign_ros.models.store import ModelStore
+    from codealign_ros.train import stages
+    from codealign_ros.train.distributed import barrier
+    from codealign_ros.train.loop import LoopConfig
+    from codealign_ros.train.samples import load_frames
     import torch
 
     torch.set_num_threads(args.threads)
     profile = load_profile(args.profile)
     steps = dict(profile["train"]["steps"])
     out = Path(args.out)
-    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    logdir = Path(args.logdir) if args.logdir else out / "runs"
+    if accel.main:
+        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     names = list(STAGES[:4]) if args.stage == "all" else [args.stage]
     if args.stage == "all" and args.ablation:
         names.append("ablation")
     scenarios = _scenarios(Path(args.data), args.split)
     split = isolation_split(scenarios, groups(), 0.0, args.seed)["train"]
     LOG.info("isolated training split: %s", json.dumps(split))
+    if args.workers < 0:
+        args.workers = 0 if not accel.cuda else max(1, min(8, (os.cpu_count() or 2)
+                                                           // accel.world - 1))
     frames: dict[str, list] = {}
     data = stages.StageData(profile, frames, batch_size=args.batch, seed=args.seed,
-                            max_agents=args.max_agents)
+                            max_agents=args.max_agents, workers=args.workers, accel=accel)
+    LOG.info("training on %s, batch %d per process, %d DataLoader workers", accel.describe(),
+             args.batch, args.workers)
     store = ModelStore(out, profile)
     only = set(args.only.split(",")) if args.only else None
+    val = _validation_frames(args) if accel.main else []
     for stage, kwargs in plan(names):
         label = "_".join(str(v) for v in kwargs.values())
         if only and not only & {str(v) for v in kwargs.values()}:
@@ -226,19 +254,44 @@ def run_train(args: argparse.Namespace) -> int:
                                                          "codespace"]),
                          lr=float(profile["train"]["lr"]),
                          weight_decay=float(profile["train"]["weight_decay"]), seed=args.seed,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, logdir=str(logdir))
         run = {"stage": stage, "kwargs": kwargs, "profile": profile.name, "data": str(args.data),
                "split": args.split, "groups_used": needed,
-               "scenarios": [s for g in needed for s in split[g]], "batch": args.batch,
-               "lr": cfg.lr, "steps": cfg.steps, "max_agents": args.max_agents, "seed": args.seed, "commit": _git_commit(),
-               "host": args.host}
-        (out / "checkpoints" / f"{stage}_{label}.yaml").write_text(yaml.safe_dump(run))
+               "scenarios": [s for g in needed for s in split[g]],
+               "batch": args.batch * accel.world, "lr": cfg.lr, "steps": cfg.steps,
+               "max_agents": args.max_agents, "seed": args.seed, "commit": _git_commit(),
+               "host": args.host or accel.describe(), "device": str(accel.device),
+               "amp": str(accel.amp_dtype or "off"), "processes": accel.world,
+               "logdir": str(logdir)}
+        if accel.main:
+            (out / "checkpoints" / f"{stage}_{label}.yaml").write_text(yaml.safe_dump(run))
         started = time.perf_counter()
         result = _run_stage(stage, kwargs, data, store, out, cfg)
+        barrier()  # every rank waits for rank 0's component before the next stage loads it
         store._files.clear()  # newly written components replace cached ones
-        _card(result.path, result, run)
+        if accel.main:
+            if val:
+                from codealign_ros.train.validate import log_validation
+
+                result.extra.update(log_validation(out, profile, stage, kwargs, result,
+                                                   val, logdir))
+            _card(result.path, result, run)
         LOG.info("%s done in %.0f s", result.name, time.perf_counter() - started)
     return 0
+
+
+def _validation_frames(args: argparse.Namespace) -> list:
+    """Frames for the end-of-stage validation AP (`--val-frames` of `--val-split`)."""
+    from codealign_ros.train.samples import load_frames
+
+    if args.val_frames <= 0:
+        return []
+    root = Path(args.data)
+    if not (root / args.val_split).is_dir():
+        LOG.warning("no %s split under %s: no validation AP in the logs", args.val_split, root)
+        return []
+    frames = load_frames(root, args.val_split)
+    return frames[:: max(1, len(frames) // args.val_frames)][: args.val_frames]
 
 
 def _scenarios(root: Path, split: str) -> list[str]:
@@ -280,15 +333,31 @@ def add_train_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("models/mini"))
     p.add_argument("--only", help="comma list: train only jobs naming these (m1,g2,...)")
     p.add_argument("--steps", type=int, default=0, help="override the profile's steps")
-    p.add_argument("--batch", type=int, default=1, help="cooperative samples per step")
+    p.add_argument("--batch-size", "--batch", dest="batch", type=int, default=2,
+                   help="cooperative samples per step and process (torchrun: x processes)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="auto: CUDA when available (under torchrun: the rank's local GPU)")
+    p.add_argument("--amp", action="store_true",
+                   help="mixed precision on CUDA (bf16 autocast, else fp16 + grad scaler); "
+                        "ignored on the CPU")
+    p.add_argument("--workers", type=int, default=-1,
+                   help="DataLoader worker processes building batches (0: in the trainer; "
+                        "default: 0 on the CPU, where the trainer needs the cores, else "
+                        "up to 8 per GPU process)")
+    p.add_argument("--logdir", type=Path,
+                   help="TensorBoard root, one run per component (default: OUT/runs)")
+    p.add_argument("--val-split", default="validate",
+                   help="split for the end-of-stage validation AP (OPV2V: validate)")
+    p.add_argument("--val-frames", type=int, default=8,
+                   help="frames of --val-split evaluated after each stage (0: none)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-agents", type=int, default=2, help="agents per training sample")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1: run two jobs side by side on 2 cores instead)")
     p.add_argument("--ablation", action="store_true", help="with --stage all: ablations too")
     p.add_argument("--config", type=Path, help="YAML of these options (a run config)")
-    p.add_argument("--host", default=f"{os.cpu_count()}-core CPU, 1 torch thread per job",
-                   help="recorded in the model cards")
+    p.add_argument("--host", default="",
+                   help="recorded in the model cards (default: the device in words)")
     p.add_argument("--cards-only", action="store_true",
                    help="only rewrite the model cards from the run configs and checkpoints")
     p.add_argument("--no-progress", action="store_true")

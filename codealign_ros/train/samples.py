@@ -48,10 +48,25 @@ class Batch:
     gt_boxes: list[np.ndarray]
     keys: list[str] = field(default_factory=list)
     agent_ids: list[str] = field(default_factory=list)
+    depth: Tensor | None = None  # (N, cams, h, w) LiDAR depth targets of camera agents
 
     @property
     def size(self) -> int:
         return len(self.gt_boxes)
+
+    def _map(self, fn: Callable[[Tensor], Tensor]) -> "Batch":
+        return Batch(self.modalities, fn(self.sample), fn(self.theta),
+                     {m: {k: fn(v) for k, v in x.items()} for m, x in self.inputs.items()},
+                     {m: fn(r) for m, r in self.rows.items()}, self.gt_boxes, self.keys,
+                     self.agent_ids, None if self.depth is None else fn(self.depth))
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
+        """The batch's tensors on `device` (GT boxes stay NumPy: targets move them)."""
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> "Batch":
+        """Page-locked copy (called by DataLoader(pin_memory=True))."""
+        return self._map(lambda t: t.pin_memory())
 
 
 def load_frames(root: Path, split: str = "train", scenarios: Iterable[str] | None = None,

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -35,10 +34,10 @@ from codealign_ros.models.profile import Profile
 from codealign_ros.models.store import ModelStore, group_of, groups, save_component
 from codealign_ros.models.translator import UnifiedCodeTranslator
 from codealign_ros.models.warp import warp_with_theta
-from codealign_ros.train.depth import lidar_depth_maps
+from codealign_ros.train.dataset import Collate, CoopDataset, StepLoader
+from codealign_ros.train.distributed import Accel, broadcast_module
 from codealign_ros.train.loop import LoopConfig, fit, smoothed
-from codealign_ros.train.samples import (Batch, InputCache, Sample, encode_batch, make_batch,
-                                         make_sample)
+from codealign_ros.train.samples import Batch, InputCache, encode_batch
 
 LOG = logging.getLogger("codealign.train")
 COMMITMENT = 0.25  # VQ-VAE beta
@@ -61,40 +60,36 @@ def freeze(module: nn.Module) -> nn.Module:
 
 @dataclass
 class StageData:
-    """Frames of each group's training scenarios plus shared input/feature caches."""
+    """Frames of each group's training scenarios, how to load them, and the frozen-feature
+    cache; every stage draws its batches from `loader` (train/dataset.py)."""
 
     profile: Profile
     frames: dict[str, list[CooperativeFrame]]  # group -> its frames (isolation)
-    batch_size: int = 1
+    batch_size: int = 2
     seed: int = 0
     max_agents: int = 2  # agents per training sample (ego + nearest peers): cost vs context
-    cache: InputCache = field(init=False)
+    workers: int = 0  # DataLoader worker processes (0: batches built in the training process)
+    accel: Accel = field(default_factory=Accel)
+    feature_budget: float = 4e9  # bytes of cached frozen-encoder features (then recomputed)
     features: dict[tuple[str, str, str], Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.cache = InputCache(self.profile)
+        self.cache = InputCache(self.profile)  # sensor / encoder kind look-ups
         self.rng = random.Random(self.seed)
 
-    def sample(self, group: str, modalities: list[str]) -> Sample:
-        """A random frame of `group` seen by a random ego; agents draw from `modalities`
-        (a multi-modality list is cycled from a random offset, so modalities co-occur)."""
-        frame = self.rng.choice(self.frames[group])
-        names = list(frame.agents)
-        ego = self.rng.choice(names)
-        order = [ego] + [n for n in names if n != ego]
-        offset = self.rng.randrange(len(modalities))
-        modality_of = {n: modalities[(offset + i) % len(modalities)] for i, n in enumerate(order)}
-        sample = make_sample(frame, modality_of, self.profile, ego_id=ego)
-        if len(sample.agents) > self.max_agents:
-            keep = [0, *sorted(self.rng.sample(range(1, len(sample.agents)),
-                                               self.max_agents - 1))]
-            sample.agents = [sample.agents[i] for i in keep]
-            sample.modalities = [sample.modalities[i] for i in keep]
-        return sample
+    def loader(self, group: str, modalities: list[str], depth: bool = False) -> StepLoader:
+        """Batches of `group`'s frames only, agents cycling through `modalities`; `depth`
+        adds camera depth targets."""
+        size = tuple(self.profile["camera"]["image_size"]) if depth else None
+        dataset = CoopDataset(self.frames[group], modalities, self.profile, self.seed,
+                              self.max_agents, min_items=self.batch_size * self.accel.world)
+        return StepLoader(dataset, Collate(self.profile, size), self.batch_size, self.seed,
+                          self.workers, self.accel.cuda, self.accel.rank, self.accel.world)
 
-    def batch(self, group: str, modalities: list[str]) -> Batch:
-        samples = [self.sample(group, modalities) for _ in range(self.batch_size)]
-        return make_batch(samples, self.profile, self.cache)
+    def to(self, *modules: nn.Module) -> None:
+        """Move modules to the training device."""
+        for m in modules:
+            m.to(self.accel.device)
 
 
 def encode_frozen(data: StageData, encoders: dict[str, nn.Module], batch: Batch) -> Tensor:
@@ -112,8 +107,12 @@ def encode_frozen(data: StageData, encoders: dict[str, nn.Module], batch: Batch)
             sel = [pos.index(i) for i in idx]
             inputs = _select_inputs(batch.inputs[m], sel, m, data)
             feats = encoders[m](**inputs)
+            room = len(data.features) * feats[0].nelement() * feats.element_size() \
+                < data.feature_budget
             for j, i in enumerate(idx):
-                rows[i] = data.features.setdefault(keys[i], feats[j:j + 1].clone())
+                rows[i] = feats[j:j + 1].clone()
+                if room:
+                    data.features[keys[i]] = rows[i]
     return torch.cat(rows, 0)  # type: ignore[arg-type]
 
 
@@ -134,9 +133,11 @@ def _select_inputs(inputs: dict[str, Tensor], sel: list[int], modality: str,
     if data.cache.sensor(modality) == "camera":
         return {k: v[sel] for k, v in inputs.items()}
     coords = inputs["coords"]
-    keep = torch.isin(coords[:, 0], torch.tensor(sel, dtype=coords.dtype))
-    remap = torch.full((int(coords[:, 0].max()) + 1,), -1, dtype=coords.dtype)
-    remap[torch.tensor(sel, dtype=torch.long)] = torch.arange(len(sel), dtype=coords.dtype)
+    dev = coords.device
+    keep = torch.isin(coords[:, 0], torch.tensor(sel, dtype=coords.dtype, device=dev))
+    remap = torch.full((int(coords[:, 0].max()) + 1,), -1, dtype=coords.dtype, device=dev)
+    remap[torch.tensor(sel, dtype=torch.long, device=dev)] = torch.arange(
+        len(sel), dtype=coords.dtype, device=dev)
     out = {k: v[keep] for k, v in inputs.items()}
     out["coords"] = out["coords"].clone()
     out["coords"][:, 0] = remap[out["coords"][:, 0].long()]
@@ -149,13 +150,6 @@ def apply_per_modality(modules: dict[str, nn.Module], x: Tensor, batch: Batch) -
     for m, rows in batch.rows.items():
         out = out.index_copy(0, rows, modules[m](x.index_select(0, rows)))
     return out
-
-
-def camera_depth_loss(encoder: nn.Module, agents: list, size: tuple[int, int]) -> Tensor:
-    """Depth CE of an LSS encoder's last forward (agents in batch order) against their
-    LiDAR projected into the cameras."""
-    depth = np.stack([lidar_depth_maps(a, size) for a in agents])
-    return encoder.depth_loss(torch.from_numpy(depth))
 
 
 @dataclass
@@ -187,42 +181,57 @@ def _meta(data: StageData, **kw: Any) -> dict[str, Any]:
     return {"profile": data.profile.name, **kw}
 
 
-def detector_step(data: StageData, group: str, modality: str, encoder: nn.Module,
-                  backend: DetectionBackend) -> Callable[[int], tuple[Tensor, dict[str, float]]]:
-    """One training step of a dense detector: `group` frames, every agent `modality`;
-    camera encoders add depth supervision from the agents' own LiDAR."""
-    camera = data.cache.sensor(modality) == "camera"
-    size = tuple(data.profile["camera"]["image_size"])
+def detector_step(encoder: nn.Module, backend: DetectionBackend, modality: str,
+                  camera: bool) -> Callable[[int, Batch], tuple[Tensor, dict[str, float]]]:
+    """One training step of a dense detector (every agent `modality`); camera encoders add
+    depth supervision from the agents' own LiDAR (built by the collate)."""
 
-    def step(_: int) -> tuple[Tensor, dict[str, float]]:
-        samples = [data.sample(group, [modality]) for _ in range(data.batch_size)]
-        batch = make_batch(samples, data.profile, data.cache)
+    def step(_: int, batch: Batch) -> tuple[Tensor, dict[str, float]]:
         feats = encode_batch({modality: encoder}, batch)
         outputs = backend(feats, batch.theta, batch.sample, batch.size)
         loss, parts = backend.loss(outputs, batch.gt_boxes)
         if camera:
-            agents = [a for s in samples for a in s.agents]
-            depth = camera_depth_loss(encoder, agents, size)
+            depth = encoder.depth_loss(batch.depth)
             loss, parts = loss + DEPTH_WEIGHT * depth, {**parts, "depth": depth}
         return loss, _floats(parts)
     return step
 
 
+def _detector(data: StageData, name: str, label: str, group: str, modality: str,
+              encoder: nn.Module, backend: DetectionBackend, trained: dict[str, nn.Module],
+              out: Path, cfg: LoopConfig) -> list[dict]:
+    """Fit `trained` (modules of encoder / backend) on `group`'s data, all agents `modality`."""
+    data.to(encoder, backend)
+    camera = data.cache.sensor(modality) == "camera"
+    params = [p for m in trained.values() for p in m.parameters()]
+    return fit(label, trained, params, detector_step(encoder, backend, modality, camera), cfg,
+               out / "checkpoints" / f"{name}.ckpt", data.loader(group, [modality], camera),
+               data.accel)
+
+
+def _cpu(state: dict[str, Any]) -> dict[str, Any]:
+    """A state dict (possibly nested) with its tensors on the CPU, for component files."""
+    return {k: _cpu(v) if isinstance(v, dict) else v.detach().cpu() if isinstance(v, Tensor)
+            else v for k, v in state.items()}
+
+
+def _save(data: StageData, path: Path, kind: str, state: dict[str, Any],
+          **meta: Any) -> None:
+    """Write a component file (rank 0 only; tensors on the CPU)."""
+    if data.accel.main:
+        save_component(path, kind, _cpu(state), _meta(data, **meta))
+
+
 def train_base(data: StageData, modality: str, out: Path, cfg: LoopConfig) -> StageResult:
     """Stage a: detector of `modality` on its group's scenarios (homogeneous agents)."""
-    group = group_of(modality)
+    group, name = group_of(modality), f"base_{modality}"
     encoder, backend = build_encoder(modality, data.profile), DetectionBackend(data.profile)
-    step = detector_step(data, group, modality, encoder, backend)
-
-    path = out / f"base_{modality}.pt"
-    params = [p for m in (encoder, backend) for p in m.parameters()]
-    history = fit(f"base {modality}", {"encoder": encoder, "backend": backend}, params, step,
-                  cfg, out / "checkpoints" / f"base_{modality}.ckpt")
-    save_component(path, "base", {"encoder": encoder.state_dict(),
-                                  "backend": backend.state_dict()},
-                   _meta(data, modality=modality, group=group, steps=cfg.steps))
-    return _finish(f"base_{modality}", path, history,
-                   trainable_parameters(encoder, backend), group=group)
+    history = _detector(data, name, f"base {modality}", group, modality, encoder, backend,
+                        {"encoder": encoder, "backend": backend}, out, cfg)
+    path = out / f"{name}.pt"
+    _save(data, path, "base", {"encoder": encoder.state_dict(), "backend": backend.state_dict()},
+          modality=modality, group=group, steps=cfg.steps)
+    return _finish(name, path, history, trainable_parameters(encoder, backend), group=group)
 
 
 def _floats(parts: dict[str, Any]) -> dict[str, float]:
@@ -231,7 +240,7 @@ def _floats(parts: dict[str, Any]) -> dict[str, float]:
 
 def valid_mask(theta: Tensor, shape: tuple[int, int]) -> Tensor:
     """(N, 1, H, W) 1 where an agent's warped grid covers the ego cell."""
-    ones = torch.ones((theta.shape[0], 1, *shape))
+    ones = torch.ones((theta.shape[0], 1, *shape), device=theta.device)
     return (warp_with_theta(ones, theta) > 0.99).float()
 
 
@@ -252,17 +261,18 @@ def train_codespace(data: StageData, store: ModelStore, group: str, out: Path,
     for p in backend.parameters():
         p.requires_grad_(shared)
     backend.train(shared)
+    data.to(*encoders.values(), adapters, codebook, backend)
     initialised = False
 
-    def step(i: int) -> tuple[Tensor, dict[str, float]]:
+    def step(i: int, batch: Batch) -> tuple[Tensor, dict[str, float]]:
         nonlocal initialised
-        batch = data.batch(group, mods)
         feats = encode_frozen(data, encoders, batch)
         adapted = apply_per_modality(adapters, feats, batch)
         if not initialised:
             codebook.train()
             codebook.usage.zero_()
             codebook.revive_dead_codes(adapted)
+            broadcast_module(codebook)  # revival is data-dependent: keep replicas identical
             initialised = True
         q, _, vq = codebook(adapted)
         outputs = backend(q, batch.theta, batch.sample, batch.size)
@@ -274,6 +284,7 @@ def train_codespace(data: StageData, store: ModelStore, group: str, out: Path,
         loss = det + COSINE_WEIGHT * cos + vq["codebook"] + COMMITMENT * vq["commitment"]
         if i % 25 == 24:
             codebook.revive_dead_codes(adapted)
+            broadcast_module(codebook)
         return loss, _floats({**parts, "cos": cos, "vq": vq["codebook"]})
 
     name = store.codespace_name(group, variant)
@@ -285,13 +296,14 @@ def train_codespace(data: StageData, store: ModelStore, group: str, out: Path,
               {"params": list(codebook.parameters()), "lr_scale": 10.0}]
     history = fit(f"codespace {group}{variant}", {"adapters": adapters, "codebook": codebook,
                                                    "backend": backend},
-                  params, step, cfg, out / "checkpoints" / f"{name}.ckpt")
+                  params, step, cfg, out / "checkpoints" / f"{name}.ckpt",
+                  data.loader(group, mods), data.accel)
     path = out / f"{name}.pt"
-    save_component(path, "codespace", {
+    _save(data, path, "codespace", {
         "adapters": {m: a.state_dict() for m, a in adapters.items()},
         "codebook": codebook.state_dict(), "backend": backend.state_dict()},
-        _meta(data, group=group, modalities=mods, num_codes=num_codes,
-              codebook_hash=codebook.weights_hash(), backend_trained=shared, steps=cfg.steps))
+        group=group, modalities=mods, num_codes=num_codes,
+        codebook_hash=codebook.weights_hash(), backend_trained=shared, steps=cfg.steps)
     return _finish(name, path, history, trainable_parameters(*trained),
                    codebook_hash=codebook.weights_hash(), num_codes=num_codes)
 
@@ -314,9 +326,10 @@ def train_translator(data: StageData, store: ModelStore, source: str, out: Path,
                                 {t: cb.num_codes for t, cb in codebooks.items()},
                                 hidden=data.profile.channels, variant=variant)
     balance = BalanceState()
+    data.to(*encoders.values(), *adapters.values(), own_codebook, *codebooks.values(),
+            *backends.values(), uct)
 
-    def step(_: int) -> tuple[Tensor, dict[str, float]]:
-        batch = data.batch(source, mods)
+    def step(_: int, batch: Batch) -> tuple[Tensor, dict[str, float]]:
         with torch.no_grad():
             x = apply_per_modality(adapters, encode_frozen(data, encoders, batch), batch)
             if data.rng.random() < 0.5:
@@ -333,12 +346,12 @@ def train_translator(data: StageData, store: ModelStore, source: str, out: Path,
     name = f"uct_{source}" if variant == "uct" else f"uct_{source}_{variant}"
     params = [p for p in uct.parameters() if p.requires_grad]
     history = fit(f"translator {source} ({variant})", {"translator": uct}, params, step, cfg,
-                  out / "checkpoints" / f"{name}.ckpt")
+                  out / "checkpoints" / f"{name}.ckpt", data.loader(source, mods), data.accel)
     path = out / f"{name}.pt"
-    save_component(path, "translator", {"translator": uct.state_dict()}, _meta(
-        data, source=source, targets={t: cb.num_codes for t, cb in codebooks.items()},
-        target_hashes={t: cb.weights_hash() for t, cb in codebooks.items()},
-        hidden=data.profile.channels, variant=variant, steps=cfg.steps))
+    _save(data, path, "translator", {"translator": uct.state_dict()}, source=source,
+          targets={t: cb.num_codes for t, cb in codebooks.items()},
+          target_hashes={t: cb.weights_hash() for t, cb in codebooks.items()},
+          hidden=data.profile.channels, variant=variant, steps=cfg.steps)
     return _finish(name, path, history, trainable_parameters(uct), variant=variant,
                    switching={t: uct.switching_parameters(t) for t in targets})
 
@@ -351,14 +364,12 @@ def train_heal(data: StageData, store: ModelStore, modality: str, group: str, ou
     encoder = build_encoder(modality, data.profile)
     encoder.load_state_dict(store.encoder(modality).state_dict())
     backend = freeze(store.base_backend(groups()[group][0]))
-    step = detector_step(data, own, modality, encoder, backend)
-
     name = f"heal_{modality}_{group}"
-    history = fit(f"heal {modality}->{group}", {"encoder": encoder},
-                  list(encoder.parameters()), step, cfg, out / "checkpoints" / f"{name}.ckpt")
+    history = _detector(data, name, f"heal {modality}->{group}", own, modality, encoder,
+                        backend, {"encoder": encoder}, out, cfg)
     path = out / f"{name}.pt"
-    save_component(path, "heal", {"encoder": encoder.state_dict()},
-                   _meta(data, modality=modality, group=group, steps=cfg.steps))
+    _save(data, path, "heal", {"encoder": encoder.state_dict()}, modality=modality,
+          group=group, steps=cfg.steps)
     return _finish(name, path, history, trainable_parameters(encoder))
 
 
