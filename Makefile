@@ -24,8 +24,9 @@ bench: setup  ## benchmarks; results in benchmarks/results/ (see README)
 	$(RUN) python benchmarks/bench_data.py
 	$(RUN) python benchmarks/bench_models.py --profile mini --threads 1
 	$(RUN) python benchmarks/bench_signing.py  # sign / verify cost and bytes of signed code maps
-	$(RUN) codealign demo --frames 20 --out out/bench-demo  # achieved rate, latency, bytes of the graph
+	$(RUN) codealign demo --frames 20 --out out/bench-demo  # rate 1.0: achieved rate, latency, bytes, CPU
 	cp out/bench-demo/summary.json benchmarks/results/demo_graph.json
+	$(RUN) python benchmarks/bench_realtime.py --demo out/bench-demo/summary.json  # NMS, stages, start-up, demo CPU
 
 data: setup  ## generate the mini-V2X dataset into data/mini-v2x (cached)
 	$(RUN) bash tools/make_data.sh data/mini-v2x

@@ -18,4 +18,6 @@ export CMAKE_PREFIX_PATH="$_ca_root/install:$VIRTUAL_ENV"
 export PYTHONPATH="$_ca_root${PYTHONPATH:+:$PYTHONPATH}"
 export PATH="$_ca_root/install/lib/codealign_ros:$PATH"
 export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
+# Fast DDS with a 16 MiB shared-memory segment (config/fastdds.xml); a profile of your own wins.
+export FASTDDS_DEFAULT_PROFILES_FILE="${FASTDDS_DEFAULT_PROFILES_FILE:-$_ca_root/config/fastdds.xml}"
 unset _ca_root

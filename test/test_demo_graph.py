@@ -19,9 +19,8 @@ import numpy as np
 import pytest
 
 from codealign_ros.demo.bev_picture import AgentMark, draw_bev
-from codealign_ros.config import topic
-from codealign_ros.demo.runner import (EGO_ONLY_NS, DemoError, DemoOptions, check_models,
-                                       demo_specs, run_demo)
+from codealign_ros.demo.runner import (DemoError, DemoOptions, check_models, demo_specs,
+                                       run_demo)
 from codealign_ros.demo.scene import BagTruth
 from codealign_ros.demo.recording import bag_topics, load_recording
 from codealign_ros.demo.summary import summarize
@@ -170,20 +169,19 @@ def test_bev_picture_draws_every_layer(tmp_path: Path) -> None:
         assert (pixels == color).all(axis=1).any(), color
 
 
-def test_graph_adds_an_ego_only_receiver_and_the_recorder(tmp_path: Path) -> None:
+def test_graph_has_one_receiver_and_the_recorder(tmp_path: Path) -> None:
     agents = [("cav_1", "m1"), ("cav_2", "m4"), ("rsu_1", "m2")]
     specs = demo_specs(DemoOptions(rate=0.5), tmp_path / "bag", agents, 8,
                        tmp_path / "recording")
     by_name = {s.name: s for s in specs}
     assert specs[0].name == "demo_recorder" and specs[-1].executable == "bag_player"
     assert {"vehicle_cav_1", "vehicle_cav_2", "vehicle_rsu_1"} <= set(by_name)
-    fused, alone = by_name["fusion_cav_1"], by_name["fusion_cav_1_ego_only"]
-    assert fused.parameters["modality"] == alone.parameters["modality"] == "m1"
-    assert alone.parameters["comm_range_m"] == 0.0 and "comm_range_m" not in fused.parameters
-    remapped = dict(alone.remappings)
-    assert remapped[topic("detections")] == f"{EGO_ONLY_NS}/detections"
-    assert remapped[topic("diagnostics")] == f"{EGO_ONLY_NS}/diagnostics"
-    assert not fused.remappings
+    # the ego-only baseline is computed afterwards from the recorded ego maps: one receiver
+    assert [s.name for s in specs if s.executable == "fusion_node"] == ["fusion_cav_1"]
+    fused = by_name["fusion_cav_1"]
+    assert fused.parameters["modality"] == "m1" and not fused.remappings
+    assert specs[0].parameters["codemap_subscribers"] == 3  # fusion, code-map images, recorder
+    assert DemoOptions().rate == 1.0
     keys = str(DemoOptions().out_dir / "keys")  # signed maps: a key pair per agent and run
     assert fused.parameters["require_signed"] is True and fused.parameters["trust_store"] == keys
     assert by_name["vehicle_rsu_1"].parameters["signing_key"] == f"{keys}/rsu_1.key"

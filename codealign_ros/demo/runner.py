@@ -6,14 +6,14 @@
    own ROS_DOMAIN_ID: the bag player, one vehicle_node per agent (ego m1 LiDAR, the other
    vehicle m4 cameras, the road-side unit m2 LiDAR by default: modalities.yaml `assignment`),
    the ego's fusion_node, plus
-   - a second fusion_node on the same ego with comm_range_m 0 (no peer is ever fused: the
-     ego-only baseline through the same code space and backend), its outputs remapped
-     under /demo/ego_only, and
    - codemap_monitor with publish_images: every received code map as a colourised image,
    - demo_recorder (codealign_ros.demo.recorder): records everything into an MCAP rosbag2
      (<out>/recording, codealign_ros.demo.recording), prints the status line each second,
-     gates the player's start on every node being up, and ends the run once both fusion
-     nodes answered every evaluated frame.
+     gates the player's start on every node being up, and ends the run once the fusion node
+     answered every evaluated frame.
+   The bag plays at rate 1.0 (10 Hz) by default. The ego-only baseline costs no second live
+   receiver: after the run the ego's recorded code maps go alone through a ReceiverPipeline of
+   the same weights and backend (codealign_ros.demo.baseline).
    The bag carries TAIL_FRAMES frames after the evaluated ones, so the player (whose exit
    also ends the graph) does not cut off the last evaluated frame.
 3. From the recording: the summary (codealign_ros.demo.summary) printed and written to
@@ -34,46 +34,20 @@ from typing import Any
 
 import numpy as np
 
-from codealign_ros.config import lookup, topic
+from codealign_ros.config import config_dir, lookup, topic
 from codealign_ros.demo.animation import PICTURE_TOP
 from codealign_ros.launch_graph import NodeSpec, format_agents, load_graph, parse_agents
 
 GRAPH = "demo"
 DEFAULT_SEED = 191
 DEFAULT_FRAMES = 36
-DEFAULT_RATE = 0.05
+DEFAULT_RATE = 1.0  # real time: the bag's 10 Hz
 TAIL_FRAMES = 2
-EGO_ONLY_NS = "/demo/ego_only"
-QUIET = ["--ros-args", "--log-level", "error"]  # the ego-only node drops every peer by design
+LINGER_S = 10.0  # the player stays up after the bag so the last frames are fused (the
+# recorder ends the graph as soon as they are)
 RECORDER_MODULE = "codealign_ros.demo.recorder"
 PROFILES_ENV = "FASTDDS_DEFAULT_PROFILES_FILE"
-# Fast DDS's default shared-memory segment (512 KiB per participant) cannot hold a frame of
-# ~1 MB LiDAR clouds: the bag player's best-effort clouds are then lost almost entirely on a
-# busy machine (measured: 1 of 24 arrived). A 16 MiB segment delivers all of them.
-FASTDDS_PROFILE = """<?xml version="1.0" encoding="UTF-8" ?>
-<profiles xmlns="http://www.eprosima.com/XMLSchemas/fastRTPS_Profiles">
-  <transport_descriptors>
-    <transport_descriptor>
-      <transport_id>shm_large</transport_id>
-      <type>SHM</type>
-      <segment_size>16777216</segment_size>
-    </transport_descriptor>
-    <transport_descriptor>
-      <transport_id>udp</transport_id>
-      <type>UDPv4</type>
-    </transport_descriptor>
-  </transport_descriptors>
-  <participant profile_name="codealign_demo" is_default_profile="true">
-    <rtps>
-      <userTransports>
-        <transport_id>shm_large</transport_id>
-        <transport_id>udp</transport_id>
-      </userTransports>
-      <useBuiltinTransports>false</useBuiltinTransports>
-    </rtps>
-  </participant>
-</profiles>
-"""
+FASTDDS_FILE = "fastdds.xml"  # config/: the shared-memory profile (see its comment)
 
 
 class DemoError(RuntimeError):
@@ -132,19 +106,6 @@ def check_models(model_dir: str, profile: str, agents: list[tuple[str, str]]) ->
                         f"or pass --model-dir")
 
 
-def _ego_only(fusion: NodeSpec) -> NodeSpec:
-    """The fusion node again, fusing no peer (comm_range_m 0), outputs under EGO_ONLY_NS."""
-    from codealign_ros.nodes.fusion_node import vision_topic
-
-    remaps = [(t, f"{EGO_ONLY_NS}/{t.strip('/').split('/')[-1]}")
-              for t in (topic("detections"), topic("markers"), topic("diagnostics"))]
-    remaps.append((vision_topic(), f"{EGO_ONLY_NS}/detections_vision"))
-    return dataclasses.replace(fusion, name=f"{fusion.name}_ego_only",
-                               parameters={**fusion.parameters, "comm_range_m": 0.0},
-                               remappings=[*fusion.remappings, *remaps],
-                               arguments=[*fusion.arguments, *QUIET])
-
-
 def codemap_images() -> NodeSpec:
     """codemap_monitor publishing every received map as an image (no status lines)."""
     return NodeSpec(name="codemap_images", executable="codemap_monitor", package="codealign_ros",
@@ -154,8 +115,9 @@ def codemap_images() -> NodeSpec:
 
 def demo_specs(opts: DemoOptions, bag: Path, agents: list[tuple[str, str]], frames: int,
                record: Path) -> list[NodeSpec]:
-    """The demo graph's nodes plus the ego-only fusion node, the code-map images and the
-    recorder (`record`: its MCAP recording)."""
+    """The demo graph's nodes plus the code-map images and the recorder (`record`: its MCAP
+    recording). The ego-only baseline is no live node: it is computed afterwards from the
+    recorded ego code maps (demo.baseline)."""
     from codealign_ros.demo.recording import bag_topics
 
     # the player starts once every vehicle's sensor subscriptions and the recorder's bag
@@ -170,7 +132,6 @@ def demo_specs(opts: DemoOptions, bag: Path, agents: list[tuple[str, str]], fram
     fusion = dataclasses.replace(fusion, parameters={**fusion.parameters,
                                                      "modality": agents[0][1]})
     specs = [fusion if s.name == fusion.name else s for s in specs]
-    ego_only = _ego_only(fusion)
     images = codemap_images()
     vehicles = [s for s in specs if s.executable == "vehicle_node"]
     recorder = NodeSpec(
@@ -179,14 +140,13 @@ def demo_specs(opts: DemoOptions, bag: Path, agents: list[tuple[str, str]], fram
             "out": str(record), "ego": agents[0][0], "agents": [a for a, _ in agents],
             "frames": frames,
             "timeout_s": float(opts.seconds), "codemap_publishers": len(agents),
-            "codemap_subscribers": 4,  # both fusion nodes, the code-map images, the recorder
-            "ego_only_detections": f"{EGO_ONLY_NS}/detections",
-            "ego_only_diagnostics": f"{EGO_ONLY_NS}/diagnostics",
+            "codemap_subscribers": 3,  # the fusion node, the code-map images, the recorder
             "processing_topics": [f"/{v.name}/processing_time_ms" for v in vehicles],
             "latency_topic": f"/{fusion.name}/latency_ms"})
-    player = [s for s in specs if s.executable == "bag_player"]
+    player = [dataclasses.replace(s, arguments=[*s.arguments, "--linger", str(LINGER_S)])
+              for s in specs if s.executable == "bag_player"]
     others = [s for s in specs if s.executable != "bag_player"]
-    return [recorder, *others, ego_only, images, *player]
+    return [recorder, *others, images, *player]
 
 
 def demo_keys(out_dir: Path, agents: list[tuple[str, str]]) -> Path:
@@ -207,13 +167,12 @@ def _domain(opts: DemoOptions) -> int:
 
 def graph_env(domain: int, out_dir: Path) -> dict[str, str]:
     """Environment of the nodes: their own domain, discovery on this machine unless chosen
-    otherwise, and FASTDDS_PROFILE unless the user set a Fast DDS profiles file."""
+    otherwise, and config/fastdds.xml unless the user set a Fast DDS profiles file (env.sh
+    exports it, so this only matters outside env.sh)."""
     env = {"ROS_DOMAIN_ID": str(domain), "ROS_AUTOMATIC_DISCOVERY_RANGE":
            os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")}
     if not os.environ.get(PROFILES_ENV):
-        path = out_dir / "fastdds.xml"
-        path.write_text(FASTDDS_PROFILE)
-        env[PROFILES_ENV] = str(path.resolve())
+        env[PROFILES_ENV] = str((config_dir() / FASTDDS_FILE).resolve())
     return env
 
 
@@ -239,6 +198,7 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
     bag = scene_bag(SceneSpec(opts.seed, opts.frames + TAIL_FRAMES), opts.data_dir)
     agents = demo_agents(bag, opts.modalities)
     check_models(opts.model_dir, opts.profile, agents)
+    ensure_export(opts)
     opts.out_dir.mkdir(parents=True, exist_ok=True)
     record = opts.out_dir / "recording"
     demo_keys(opts.out_dir, agents)
@@ -253,6 +213,7 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
         why = f"within --seconds {opts.seconds}" if "timeout" in kinds else \
             f"(launcher exit code {code})"
         raise DemoError(f"the graph did not come up {why}; see the node output above")
+    records += ego_only_baseline(record, opts, agents[0])
     truth = read_truth(bag, [a for a, _ in agents])
     stamps = truth.stamps[:opts.frames]
     profile = load_profile(opts.profile)
@@ -273,6 +234,32 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
     summary["viz_configs"] = [str(p) for p in write_configs(opts.out_dir, list(dict(agents)))]
     (opts.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def ensure_export(opts: DemoOptions) -> None:
+    """`codealign export` of the model dir unless a fresh one exists, so that ONNX nodes start
+    without PyTorch (pipeline.deploy)."""
+    from codealign_ros.pipeline.deploy import DEPLOY_KINDS, export_fresh
+
+    if opts.backend not in DEPLOY_KINDS or export_fresh(opts.model_dir, opts.profile):
+        return
+    from codealign_ros.pipeline.export import export_all
+
+    print(f"demo: exporting the ONNX stages of {opts.model_dir} (once)", flush=True)
+    export_all(Path(opts.model_dir), profile=opts.profile)
+
+
+def ego_only_baseline(recording: Path, opts: DemoOptions,
+                      ego: tuple[str, str]) -> list[dict[str, Any]]:
+    """Ego-only detections of the recorded ego maps (same weights and backend, no peers)."""
+    from codealign_ros.demo.baseline import ego_maps, ego_only_records
+
+    if not (recording / "metadata.yaml").is_file():
+        return []
+    records = ego_only_records(ego_maps(recording, ego[0]), opts.model_dir, ego[0], ego[1],
+                               opts.backend, opts.profile)
+    print(f"demo: ego-only baseline from {len(records)} recorded ego code maps", flush=True)
+    return records
 
 
 # -- picture ----------------------------------------------------------------------------------
@@ -339,6 +326,17 @@ def _nonzero_drops(drops: dict[str, Any]) -> str:
     return f" ({'; '.join(parts)})" if parts else ""
 
 
+def _ledger_lines(drops: dict[str, Any]) -> list[str]:
+    out = []
+    for node, entry in drops["nodes"].items():
+        book = entry.get("ledger")
+        if book:
+            out.append(f"  transport  {node}: offered {book.get('offered')} = fused "
+                       f"{book.get('fused')} + dropped {book.get('dropped')} + held "
+                       f"{book.get('held')} ({'exact' if entry.get('balanced') else 'UNBALANCED'})")
+    return out
+
+
 def format_summary(s: dict[str, Any]) -> str:
     """Human-readable lines of a summary."""
     f, ap, cb, lat = s["frames"], s["ap"], s["codemap_bytes"], s["latency_ms"]
@@ -360,6 +358,7 @@ def format_summary(s: dict[str, Any]) -> str:
         f"publish -> fused detections); fusion p50 {fus['p50']} ms",
         f"  drops      {s['drops']['total']} by the nodes{_nonzero_drops(s['drops'])}; code maps "
         f"missing {sum(s['drops']['maps_missing'].values())}",
+        *_ledger_lines(s["drops"]),
         f"  pictures   {s['picture']}, {s.get('animation')}; recording {s.get('recording')}",
         f"  wall time  {s['wall_s']} s (ended by {s['ended_by']}; launcher exit code "
         f"{s['launcher_exit_code']})"]

@@ -97,6 +97,17 @@ def _counter(text: str) -> dict[str, int]:
         else {}
 
 
+def transport_ledger(values: dict[str, str]) -> dict[str, Any]:
+    """{"ledger": offered / fused / dropped / held, "balanced"} of a fusion node's diagnostics
+    (pipeline.transport), or {} for a node without one."""
+    book = {k[len("ledger_"):]: int(v) for k, v in values.items()
+            if k.startswith("ledger_") and str(v).isdigit()}
+    if not book:
+        return {}
+    balanced = book.get("offered") == sum(book.get(k, 0) for k in ("fused", "dropped", "held"))
+    return {"ledger": book, "balanced": balanced}
+
+
 def drops(records: list[dict[str, Any]], stamps: list[int], agents: list[str]
           ) -> dict[str, Any]:
     """Drops and skips by reason per node (last diagnostics) and missing maps per agent."""
@@ -107,6 +118,7 @@ def drops(records: list[dict[str, Any]], stamps: list[int], agents: list[str]
             entry["sync_dropped"] = _counter(values.get("sync_dropped", "{}"))
         else:
             entry["skipped"] = _by_prefix(values, "skipped_")
+            entry.update(transport_ledger(values))
         nodes[name] = entry
     have = collections.defaultdict(set)
     for r in records:
@@ -123,6 +135,40 @@ def _fusion_ms(records: list[dict[str, Any]]) -> dict[str, float | None]:
               if r["kind"] == "diagnostics" and r["source"] == "main"
               and "fused" in r["values"] and "total_ms" in r["values"]]
     return _percentiles(values)
+
+
+STAGE_KEYS = ("preprocess_ms", "inference_ms", "postprocess_ms", "translate_ms", "head_ms",
+              "post_ms", "total_ms")
+
+
+def realtime_stats(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Achieved fused-frame rate (Hz, wall clock), and per node over its /diagnostics from the
+    first ego pose to the last fused frame: mean CPU % (of one core) and p50/p95 of the stage
+    timings it reports (sampled once per second: the last frame's)."""
+    fused_t = [r["t"] for r in records
+               if r["kind"] == "detections" and r["source"] == "fused" and "t" in r]
+    start = next((r["t"] for r in records if r["kind"] == "pose" and "t" in r), None)
+    rate = (len(fused_t) - 1) / (fused_t[-1] - fused_t[0]) \
+        if len(fused_t) > 1 and fused_t[-1] > fused_t[0] else None
+    nodes: dict[str, dict[str, list[float]]] = collections.defaultdict(
+        lambda: collections.defaultdict(list))
+    end = fused_t[-1] if fused_t else None  # the player lingers idle after the bag
+    for r in records:
+        if r["kind"] != "diagnostics" or r["source"] != "main" or start is None \
+                or end is None or not start <= r.get("t", -1.0) <= end + 1.0:
+            continue
+        for key in ("cpu_percent", *STAGE_KEYS):
+            try:
+                value = float(r["values"][key])
+            except (KeyError, ValueError):
+                continue
+            nodes[r["name"]][key].append(value)
+    per_node = {}
+    for name, series in sorted(nodes.items()):
+        cpu = series.pop("cpu_percent", [])
+        per_node[name] = {"cpu_percent": round(float(np.mean(cpu)), 1) if cpu else None,
+                          **{k: _percentiles(v) for k, v in series.items()}}
+    return {"achieved_hz": None if rate is None else round(rate, 2), "nodes": per_node}
 
 
 def summarize(records: list[dict[str, Any]], truth: BagTruth, ego: str,
@@ -150,4 +196,5 @@ def summarize(records: list[dict[str, Any]], truth: BagTruth, ego: str,
                        "fusion": _fusion_ms(records),
                        **{node: _percentiles(v) for node, v in sorted(processing.items())}},
         "drops": drops(records, stamps, list(agents)),
+        "realtime": realtime_stats(records),
     }

@@ -15,13 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from codealign_ros.core import detect as core_detect
 from codealign_ros.models.warp import BevGrid
 
 __all__ = ["DEFAULT_DIR_OFFSET", "BoxCoder", "assign_targets", "build_targets",
            "direction_targets", "limit_period", "make_anchors", "occupancy_targets",
            "standup_iou"]
 
-DEFAULT_DIR_OFFSET = 0.7853  # HEAL / OpenCOOD dir_args.dir_offset (about pi / 4)
+DEFAULT_DIR_OFFSET = core_detect.DEFAULT_DIR_OFFSET
 
 
 def limit_period(val: Tensor, offset: float, period: float) -> Tensor:
@@ -31,19 +32,7 @@ def limit_period(val: Tensor, offset: float, period: float) -> Tensor:
 
 def make_anchors(grid: BevGrid, spec: Mapping[str, Any]) -> Tensor:
     """(H, W, A, 7) float32 anchors at the cell centres of `grid`; A = sizes x yaws (size-major)."""
-    sizes = [tuple(float(v) for v in s) for s in spec["sizes"]]
-    yaws = [float(y) for y in spec["yaws"]]
-    if not sizes or not yaws or any(len(s) != 3 or min(s) <= 0 for s in sizes):
-        raise ValueError(f"anchors need sizes [[l, w, h], ...] > 0 and yaws, got {sizes}, {yaws}")
-    xs = grid.x_min + (torch.arange(grid.width, dtype=torch.float64) + 0.5) * grid.resolution
-    ys = grid.y_min + (torch.arange(grid.height, dtype=torch.float64) + 0.5) * grid.resolution
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    shape = torch.tensor([[*s, y] for s in sizes for y in yaws], dtype=torch.float64)  # (A, 4)
-    a = shape.shape[0]
-    centre = torch.stack([gx, gy, torch.full_like(gx, float(spec["z"]))], -1)
-    anchors = torch.cat([centre[:, :, None, :].expand(-1, -1, a, -1),
-                         shape[None, None].expand(grid.height, grid.width, -1, -1)], -1)
-    return anchors.to(torch.float32).contiguous()
+    return torch.from_numpy(core_detect.make_anchors(grid, spec))
 
 
 class BoxCoder:

@@ -3,17 +3,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from codealign_ros.core.metrics import rotated_nms
+from codealign_ros.core.detect import PostConfig
+from codealign_ros.core.detect import postprocess as np_postprocess
 from codealign_ros.models.anchors import DEFAULT_DIR_OFFSET, BoxCoder, limit_period
 
 __all__ = ["AnchorHead", "correct_direction", "flatten_outputs", "postprocess"]
 
-PRE_NMS_TOP_K = 1000  # candidates (highest scores) passed to the CPU rotated NMS per sample
 
 
 class AnchorHead(nn.Module):
@@ -60,26 +61,18 @@ def correct_direction(yaw: Tensor, dir_bins: Tensor, dir_offset: float = DEFAULT
 def postprocess(cls: Tensor, reg: Tensor, dir_logits: Tensor, anchors: Tensor,
                 post: Mapping[str, Any], coder: BoxCoder | None = None,
                 dir_offset: float = DEFAULT_DIR_OFFSET,
-                pre_nms_top_k: int = PRE_NMS_TOP_K) -> list[tuple[Tensor, Tensor]]:
+                pre_nms_top_k: int | None = None) -> list[tuple[Tensor, Tensor]]:
     """Per sample (boxes (K, 7), scores (K,)) float32 CPU tensors, descending score: sigmoid
-    score > post["score"], decoded, direction-corrected, rotated BEV NMS at post["nms_iou"],
-    at most post["max_boxes"]. Non-finite decoded boxes are dropped."""
-    coder = coder or BoxCoder()
-    logits, deltas, dirs = flatten_outputs(cls, reg, dir_logits, anchors.shape[-2])
-    flat = anchors.reshape(1, -1, 7).to(deltas)
-    if flat.shape[1] != logits.shape[1]:
-        raise ValueError(f"{flat.shape[1]} anchors for {logits.shape[1]} predictions")
-    scores = torch.sigmoid(logits)
-    boxes = coder.decode(deltas, flat)
-    boxes[..., 6] = correct_direction(boxes[..., 6], dirs.argmax(-1), dir_offset, dirs.shape[-1])
-    out = []
-    for s, bx in zip(scores.float().cpu(), boxes.float().cpu()):
-        keep = (s > float(post["score"])) & torch.isfinite(bx).all(-1)
-        s, bx = s[keep], bx[keep]
-        top = torch.argsort(s, descending=True)[:pre_nms_top_k]
-        s, bx = s[top], bx[top]
-        idx = rotated_nms(bx.double().numpy(), s.double().numpy(), float(post["nms_iou"]),
-                          int(post["max_boxes"]))
-        idx_t = torch.as_tensor(idx, dtype=torch.long)
-        out.append((bx[idx_t], s[idx_t]))
-    return out
+    score > post["score"], the post["pre_nms_top_k"] best decoded, direction-corrected,
+    rotated BEV NMS at post["nms_iou"], at most post["max_boxes"]. Non-finite decoded boxes
+    are dropped. The numpy implementation of `core.detect` (the deploy path's) does the work;
+    `coder` must be the OpenCOOD coder it implements."""
+    if coder is not None and type(coder) is not BoxCoder:
+        raise ValueError("postprocess decodes with the OpenCOOD BoxCoder only")
+    cfg = PostConfig.from_profile(post, {"dir_offset": dir_offset})
+    if pre_nms_top_k is not None:
+        cfg = replace(cfg, pre_nms_top_k=int(pre_nms_top_k))
+    flatten_outputs(cls, reg, dir_logits, anchors.shape[-2])  # channel check
+    arrays = [t.detach().float().cpu().numpy() for t in (cls, reg, dir_logits)]
+    out = np_postprocess(*arrays, anchors.detach().float().cpu().numpy(), cfg)
+    return [(torch.from_numpy(b), torch.from_numpy(s)) for b, s in out]

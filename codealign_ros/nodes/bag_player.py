@@ -60,6 +60,7 @@ class PlayOptions:
     topics: tuple[str, ...] = ()
     clock: bool = False
     wait_for_subscribers: int = 0
+    linger_s: float = 0.0  # stay up this long after the end (downstream nodes drain)
 
 
 @dataclass(frozen=True)
@@ -191,7 +192,7 @@ class BagPlayer(Node):
             if publisher is not None and publisher.qos_profile.reliability == \
                     ReliabilityPolicy.RELIABLE:
                 publisher.wait_for_all_acked(Duration(seconds=ACK_TIMEOUT_S))
-        self.stop.wait(0.2)  # best effort: nothing to wait on but time
+        self.stop.wait(0.2 + self.options.linger_s)  # best effort: nothing to wait on but time
 
     def summary(self) -> dict[str, Any]:
         """Messages, bytes and times played so far."""
@@ -226,6 +227,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"publish rosgraph_msgs/Clock on {CLOCK_TOPIC} with the bag time")
     parser.add_argument("--wait-for-subscribers", type=int, default=0, metavar="N",
                         help="start once N subscriptions (summed over topics) matched")
+    parser.add_argument("--linger", type=float, default=0.0, metavar="S",
+                        help="stay up S seconds after the last message, so that a graph that "
+                        "ends with the player can process its last frames (default 0)")
 
 
 def add_play_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -243,7 +247,8 @@ def run_play(args: argparse.Namespace, ros_argv: Sequence[str] | None = None) ->
     """Run `codealign play`: 0 played, 1 playback failed, 2 bad bag or options."""
     options = PlayOptions(bag=args.bag, rate=args.rate, loop=args.loop, start_s=args.start,
                           topics=tuple(args.topics), clock=args.clock,
-                          wait_for_subscribers=args.wait_for_subscribers)
+                          wait_for_subscribers=args.wait_for_subscribers,
+                          linger_s=max(float(args.linger), 0.0))
     try:
         info = inspect_bag(options)
     except BagError as err:

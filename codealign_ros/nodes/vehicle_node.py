@@ -7,6 +7,9 @@ the synced LiDAR -> world pose, signed (ECDSA P-256), on the V2X topic and on th
 local topic (topics.yaml codemap_local: its own receiver takes the ego's maps only there).
 Debug: `~/processing_time_ms` (std_msgs/Float64, sync callback to publish) and a /diagnostics
 status each second with frame, publish and drop counts.
+Latest wins: the synchroniser hands each matched frame to a worker thread through one
+pipeline.transport.LatestWins slot, so the node always encodes the newest frame; a matched
+frame replaced before the worker took it (the node was busy) is counted as drop `busy`.
 
 Parameters: agent_id, modality, model_dir, profile ("" = model_dir's name), backend (auto,
 onnxruntime, tensorrt, torch), translate_to (string array of target spaces: sender-side D2C),
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from typing import Any
 
@@ -39,6 +43,7 @@ from codealign_ros.core.codemap import CodeMapError, Encoding, GridPose
 from codealign_ros.core.stats import DropCounter
 from codealign_ros.data.types import CameraFrame
 from codealign_ros.pipeline import PipelineError, VehiclePipeline
+from codealign_ros.pipeline.transport import LatestWins, Worker
 from codealign_ros.ros.codemap_msg import codemap_to_msg
 from codealign_ros.ros.errors import MalformedMessageError
 from codealign_ros.ros.image import image_to_rgb
@@ -47,6 +52,7 @@ from codealign_ros.ros.qos import qos_profile
 from codealign_ros.ros.runner import run_node
 from codealign_ros.nodes.link_setup import load_signer
 from codealign_ros.ros.signing_msg import sign_msg
+from codealign_ros.ros.transport import CpuMeter, steady_timer
 from codealign_ros.ros.sync import header_stamp_ns, make_synchronizer
 
 DEFAULTS = {"agent_id": "cav_1", "modality": "m1", "model_dir": "models/mini", "profile": "",
@@ -120,9 +126,14 @@ class VehicleNode(Node):
         self.diag_pub = self.create_publisher(DiagnosticArray, topic("diagnostics"),
                                               qos_profile("output"))
         self.extrinsics = self._extrinsics(ext)
-        self.sync = make_synchronizer(self, self._specs(), self._on_sensors,
+        self.lock = threading.Lock()  # the worker's frame vs the diagnostics timer
+        self.frames_box: LatestWins[tuple[Any, ...]] = LatestWins()
+        self.worker = Worker(self.frames_box, lambda msgs: self._on_sensors(*msgs), self.lock,
+                             "vehicle-worker")
+        self.sync = make_synchronizer(self, self._specs(), self._offer_frame,
                                       queue_size=int(p["queue_size"]), slop=float(p["slop_s"]))
-        self.create_timer(1.0, self._diagnostics)
+        self.cpu = CpuMeter()
+        steady_timer(self, 1.0, self._diagnostics)
         if p["publish_tf"]:
             from codealign_ros.ros.tf import PoseTfRelay
 
@@ -162,6 +173,15 @@ class VehicleNode(Node):
                 + [pose])
 
     # -- processing --------------------------------------------------------------------------
+    def _offer_frame(self, *msgs: Any) -> None:
+        """Executor thread: keep only the newest matched frame for the worker (a replaced
+        pending frame is counted `busy`)."""
+        self.frames_box.put("frame", msgs, ego=True)
+
+    def on_shutdown(self) -> None:
+        """Stop the worker before the node is destroyed (called by run_node)."""
+        self.worker.stop()
+
     def _on_sensors(self, *msgs: Any) -> None:
         start = time.perf_counter()
         self.counts["frames"] += 1
@@ -205,14 +225,20 @@ class VehicleNode(Node):
         self.log.warning(reason, f"dropped a sensor frame ({reason}): {exc}")
 
     def _diagnostics(self) -> None:
+        with self.lock:
+            self._publish_diagnostics()
+
+    def _publish_diagnostics(self) -> None:
+        drops = self.drops + DropCounter(self.frames_box.snapshot()[2])
         values = {**self.counts, "backend": self.pipeline.backend_name,
                   "spaces": ",".join(self.pipeline.spaces),
                   "nonfinite_points": self.pipeline.nonfinite_points,
-                  **{f"drop_{k}": v for k, v in sorted(self.drops.items())},
+                  "cpu_percent": f"{self.cpu.percent():.1f}",
+                  **{f"drop_{k}": v for k, v in sorted(drops.items())},
                   **{k: f"{v:.2f}" for k, v in self.timings.items()},
                   **{f"sync_{k}": v for k, v in self.sync.stats().items()
                      if k in ("matched", "queued", "dropped")}}
-        problem = f"{sum(self.drops.values())} frames dropped" if self.drops else ""
+        problem = f"{sum(drops.values())} frames dropped" if drops else ""
         status = diagnostic_status(f"codealign vehicle {self.agent}", self.agent, values, problem)
         header = Header(stamp=self.get_clock().now().to_msg())
         self.diag_pub.publish(DiagnosticArray(header=header, status=[status]))

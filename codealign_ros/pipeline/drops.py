@@ -7,16 +7,17 @@ pipelines is listed here. Diagnostics show receiver drops as `drop_<reason>` (sk
 """
 from __future__ import annotations
 
+from codealign_ros.pipeline.transport import TRANSPORT_REASONS as _TRANSPORT
+
 __all__ = ["FUSION_NODE_REASONS", "SYNC_REASONS", "TRANSPORT_REASONS", "VEHICLE_NODE_REASONS",
            "VEHICLE_PIPELINE_REASONS", "drop_table"]
 
 FUSION_NODE_REASONS = ("no_ego_yet", "ego_unusable", "internal_error")
-# Transport accounting of fusion_node (issue 11: superseded / lost / busy-skipped maps) goes
-# here; README "Drop reasons" has the matching rows.
-TRANSPORT_REASONS: tuple[str, ...] = ()
+# Transport accounting of fusion_node (pipeline.transport: superseded / busy / lost / echo)
+TRANSPORT_REASONS = _TRANSPORT
 VEHICLE_PIPELINE_REASONS = ("bad_points", "empty_cloud", "nan_points", "bad_cameras")
 VEHICLE_NODE_REASONS = ("malformed_cloud", "malformed_camera", "nan_pose", "bad_codemap",
-                        "internal_error")
+                        "internal_error", "busy")
 SYNC_REASONS = ("late", "duplicate", "overflow", "unmatched", "headerless")
 
 

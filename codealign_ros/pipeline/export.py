@@ -7,7 +7,9 @@ Stages (codealign_ros.models.deploy):
 
 An exported file is `<cache>/<stage>.<key>.onnx` (+ sidecar), key = sha256 of the stage
 spec, the bytes of every component file it is built from, torch and the opset: changing a
-weight file re-exports on next start. `codealign export` writes every stage of a model dir.
+weight file re-exports on next start. `codealign export` writes every stage of a model dir
+and `<cache>/deploy.json` (pipeline.deploy), with which onnxruntime / tensorrt nodes load
+the stages without importing torch.
 """
 from __future__ import annotations
 
@@ -61,21 +63,15 @@ class StageSpec:
         return list(self.example_inputs)
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def component_key(store: ModelStore, spec: StageSpec) -> str:
     """16-hex cache key of a stage: spec, component file bytes, torch version and opset."""
     import torch
 
+    from codealign_ros.pipeline.deploy import file_digest
+
     parts = {"stage": spec.name, "outputs": spec.output_names, "inputs": spec.input_names,
              "profile": store.profile.name, "torch": torch.__version__, "opset": OPSET,
-             "files": {c: _file_digest(store.path(c)) for c in spec.components}}
+             "files": {c: file_digest(store.path(c)) for c in spec.components}}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -205,18 +201,23 @@ def export_all(model_dir: Path, out_dir: Path | None = None, profile: str | None
     from codealign_ros.models.store import ModelStore
     from codealign_ros.runtime import verify_onnx
 
+    from codealign_ros.pipeline.deploy import write_manifest
+
     store = ModelStore(model_dir, profile)
     cache = out_dir or store.root / "onnx"
-    rows = []
+    rows, exported = [], {}
     for factory in deployable_specs(store):
         spec = factory()
         started = time.perf_counter()
         path = onnx_file(store, spec, cache)
+        exported[spec.name] = (path, spec.components)
         row = {"stage": spec.name, "onnx": str(path), "mb": round(path.stat().st_size / 1e6, 2),
                "seconds": round(time.perf_counter() - started, 2)}
         if verify:
             row["max_abs_error"] = verify_onnx(spec.module, spec.example_inputs, path)
         rows.append(row)
+    if exported:
+        write_manifest(store, exported, cache)
     return rows
 
 

@@ -21,6 +21,15 @@ code space; it returns None (accepted) or the drop reason, counted in `drops`:
   out_of_range     farther than comm_range_m from the ego's latest pose
   too_many_peers   max_peers agents already hold fresh maps (flood protection; expired
                    agents are evicted first, fresh ones are never displaced)
+Accepted maps that no fusion ever used are counted too (`drops`), so that offered = fused +
+dropped + held (pipeline.transport.ledger):
+  unused           replaced by a newer map of the same agent and space, or expired, before any
+                   ego frame fused it; or the ego's own map in another code space
+The node's transport (pipeline/transport.py, fusion_node) adds, before a map reaches `offer`:
+  superseded       a peer's pending map replaced by its newer one before the worker took it
+  busy             an ego frame replaced by the next one while the node was fusing (skipped)
+  lost             the RMW's message-lost events of the code-map subscription
+  echo             the ego's own map arriving on the V2X topic too (the local copy is used)
 Nothing is decoded before these checks pass. `fuse(ego_map)` then takes, per peer, the map in
 the ego's space when its stamp is within max_age_s of the ego stamp (sender-side D2C), else
 a foreign-space map translated here by the source group's UCT; warps every map from the
@@ -36,22 +45,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from codealign_ros.config import lookup
 from codealign_ros.core.codemap import CodeMap, CodeMapError
+from codealign_ros.core.detect import PostConfig, make_anchors, postprocess
+from codealign_ros.core.grid import normalized_affine, relative_transform
 from codealign_ros.core.stats import DropCounter
-from codealign_ros.models.store import ModelStore, group_of, groups
-from codealign_ros.models.warp import normalized_affine, relative_transform
-from codealign_ros.pipeline.export import (PipelineError, receiver_spec, space_output,
-                                           stage_backend, translator_spec, translator_targets)
-from codealign_ros.pipeline.vehicle import SpaceInfo
+from codealign_ros.pipeline.deploy import SpaceInfo, StageRequest, open_source
+from codealign_ros.pipeline.export import PipelineError, space_output
+from codealign_ros.train.cli import group_of
 
 __all__ = ["DROP_REASONS", "ReceiverPipeline", "ReceiverResult", "drop_reason"]
 
 DROP_REASONS = ("malformed", "bad_size", "bad_length", "bomb", "bad_bits", "bad_grid",
                 "nan_pose", "unknown_space", "hash_mismatch", "future", "stale",
-                "duplicate_agent", "out_of_range", "too_many_peers")
+                "duplicate_agent", "out_of_range", "too_many_peers", "unused")
 SKIP_REASONS = ("stale", "out_of_range")  # peers held but not fused into an ego frame
 _CODEMAP_REASONS = {"pose": "nan_pose", "bits": "bad_bits", "size": "bad_length",
                     "length": "bad_length", "bomb": "bomb", "shape": "bad_size",
@@ -69,6 +77,7 @@ class _Entry:
     code_map: CodeMap
     source: str | None
     received_ns: int
+    used: bool = False  # fused into at least one ego frame
 
 
 @dataclass
@@ -106,23 +115,25 @@ class ReceiverPipeline:
                  max_delay_s: float = 1.0) -> None:
         self._set_limits(max_age_s, max_delay_s, future_tolerance_s, claim_window_s,
                          comm_range_m, max_peers)
-        self.store = ModelStore(model_dir, profile)
-        self.grid = self.store.profile.grid
+        self.source = open_source(model_dir, profile, backend, cache_dir, logger)
+        self.grid = self.source.profile.grid
         self.ego_id, self.ego_modality = ego_agent_id, ego_modality
         try:
             self.ego_group = group_of(ego_modality)
         except KeyError as exc:
             raise PipelineError("config", str(exc).strip('"')) from exc
-        self.spaces = self._spaces()
+        self.spaces: dict[str, SpaceInfo] = dict(self.source.spaces)
         if self.ego_group not in self.spaces:
-            raise PipelineError("config", f"no code space {self.ego_group} in {self.store.root}")
-        cache = Path(cache_dir) if cache_dir else None
-        self.head = stage_backend(self.store, receiver_spec(self.store, self.ego_group),
-                                  backend, cache, logger, threads)
-        self.detector = self.store.group_backend(self.ego_group)  # anchors + post-processing
+            raise PipelineError("config", f"no code space {self.ego_group} in "
+                                f"{self.source.root}")
+        self.head = self.source.backend(StageRequest("receiver", (self.ego_group,)), backend,
+                                        logger, threads)
+        profile_spec = self.source.profile
+        self.anchors = make_anchors(self.grid, profile_spec["anchors"])  # numpy post-processing
+        self.post = PostConfig.from_profile(profile_spec["post"], profile_spec["anchors"])
         self.translators = {
-            src: stage_backend(self.store, translator_spec(self.store, src, self.ego_group),
-                               backend, cache, logger, threads)
+            src: self.source.backend(StageRequest("translator", (src, self.ego_group)), backend,
+                                     logger, threads)
             for src in self._translatable()}
         self.peers: collections.OrderedDict[str, dict[str, _Entry]] = collections.OrderedDict()
         self.claims: collections.OrderedDict[str, _Claim] = collections.OrderedDict()
@@ -130,6 +141,16 @@ class ReceiverPipeline:
         self.drops, self.skipped = DropCounter(), DropCounter()
         self.counts = collections.Counter()
         self.last_agents: list[str] = []
+        self.warmup()
+
+    def warmup(self) -> None:
+        """Run every stage once on empty maps (no counters touched): the first ego frame then
+        pays no session initialisation."""
+        zeros = np.zeros((2, self.grid.height, self.grid.width), np.int64)
+        theta = np.tile(np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], np.float32), (2, 1, 1))
+        self.head({"indices": zeros, "theta": theta})
+        for translator in self.translators.values():
+            translator({"indices": zeros[:1]})
 
     def _set_limits(self, max_age_s: float, max_delay_s: float, future_tolerance_s: float,
                     claim_window_s: float, comm_range_m: float | None, max_peers: int) -> None:
@@ -151,22 +172,14 @@ class ReceiverPipeline:
             raise PipelineError("config", f"max_peers {self.max_peers} + the ego exceeds "
                                 f"codemap.yaml max_contributing_agents {bound}")
 
-    def _spaces(self) -> dict[str, SpaceInfo]:
-        out = {}
-        for g in groups():
-            if self.store.has(self.store.codespace_name(g)):
-                cb = self.store.codebook(g)
-                out[g] = SpaceInfo(cb.bits, cb.weights_hash())
-        return out
-
     def _translatable(self) -> list[str]:
         """Foreign spaces whose UCT targets the ego space (trained against our codebook)."""
         ego_hash = self.spaces[self.ego_group].codebook_hash
         out = []
         for src in self.spaces:
-            if src == self.ego_group or self.ego_group not in translator_targets(self.store, src):
+            if src == self.ego_group or self.ego_group not in self.source.translator_targets(src):
                 continue
-            trained = self.store.meta(f"uct_{src}").get("target_hashes", {}).get(self.ego_group)
+            trained = self.source.trained_hash(src, self.ego_group)
             if trained in (None, ego_hash):
                 out.append(src)
         return out
@@ -208,6 +221,8 @@ class ReceiverPipeline:
         if cm.agent_id == self.ego_id:
             if cm.code_space == self.ego_group:
                 self.ego = entry
+            else:
+                self.drops.drop("unused")
             return None
         if self.ego is not None and self._distance(self.ego.code_map, cm) > self.comm_range:
             return "out_of_range"
@@ -282,6 +297,8 @@ class ReceiverPipeline:
         held = spaces.get(cm.code_space)
         if held is not None and held.code_map.stamp_ns > cm.stamp_ns:
             return "stale"
+        if held is not None and not held.used:
+            self.drops.drop("unused")
         spaces[cm.code_space] = entry
         self.peers.move_to_end(cm.agent_id)
         return None
@@ -290,7 +307,9 @@ class ReceiverPipeline:
         """Forget agents whose maps no later ego frame can use (vanished peers)."""
         for agent in [a for a, s in self.peers.items()
                       if all(now - e.code_map.stamp_ns > self.expire_ns for e in s.values())]:
-            del self.peers[agent]
+            unused = sum(not e.used for e in self.peers.pop(agent).values())
+            if unused:
+                self.drops["unused"] += unused
 
     @staticmethod
     def _distance(a: CodeMap, b: CodeMap) -> float:
@@ -314,18 +333,21 @@ class ReceiverPipeline:
             self._expire_peers(int(now_ns))
         chosen, skipped = self._select(ego_map)
         self.skipped.update(skipped)
+        for _, entry, _ in chosen:
+            self.counts["peer_maps_fused"] += not entry.used
+            entry.used = True
         t0 = time.perf_counter()
         indices, paths = self._ego_space_indices(ego_map, chosen)
         translate = _ms(t0)
         poses = np.stack([ego_map.pose.to_matrix()] + [e.code_map.pose.to_matrix()
                                                        for _, e, _ in chosen])
-        theta = normalized_affine(relative_transform(poses[0], poses), self.grid).numpy()
+        theta = normalized_affine(relative_transform(poses[0], poses), self.grid)
         t0 = time.perf_counter()
         out = self.head({"indices": indices, "theta": theta.astype(np.float32)})
         head = _ms(t0)
         t0 = time.perf_counter()
-        boxes, scores = self.detector.detect({k: torch.from_numpy(np.asarray(out[k]))
-                                              for k in ("cls", "reg", "dir")})[0]
+        boxes, scores = postprocess(*(np.asarray(out[k]) for k in ("cls", "reg", "dir")),
+                                    self.anchors, self.post)[0]
         agents = [self.ego_id] + [a for a, _, _ in chosen]
         self.counts["fused"] += 1
         self.last_agents = agents
@@ -390,7 +412,10 @@ class ReceiverPipeline:
     # -- diagnostics -----------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         """Counters for diagnostics: offered/accepted/fused, drops and skips by reason."""
-        return {**{k: int(self.counts[k]) for k in ("offered", "accepted", "fused")},
+        held = sum(not e.used for s in self.peers.values() for e in s.values())
+        return {**{k: int(self.counts[k]) for k in ("offered", "accepted", "fused",
+                                                     "peer_maps_fused")},
+                "held_unused": held,
                 "peers": len(self.peers), "claims": len(self.claims),
                 "drops": dict(self.drops), "skipped": dict(self.skipped),
                 "last_agents": list(self.last_agents), "translators": sorted(self.translators),

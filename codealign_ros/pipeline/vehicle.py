@@ -24,21 +24,14 @@ import numpy as np
 from codealign_ros.config import frame
 from codealign_ros.core.codemap import CodeMap, GridPose
 from codealign_ros.data.types import AgentFrame, CameraFrame
-from codealign_ros.models.encoders import modality_spec
-from codealign_ros.models.encoders.inputs import collate, encoder_inputs
-from codealign_ros.models.store import ModelStore, group_of
-from codealign_ros.pipeline.export import (PipelineError, space_output, stage_backend,
-                                           translator_targets, vehicle_spec)
+from codealign_ros.models.inputs import (collate_arrays, encoder_inputs, synthetic_points,
+                                         synthetic_rig)
+from codealign_ros.models.modalities import modality_spec
+from codealign_ros.pipeline.deploy import SpaceInfo, StageRequest, open_source
+from codealign_ros.pipeline.export import PipelineError, space_output
+from codealign_ros.train.cli import group_of
 
 __all__ = ["SpaceInfo", "VehiclePipeline", "VehicleResult"]
-
-
-@dataclass(frozen=True)
-class SpaceInfo:
-    """What goes into a CodeMap of one code space."""
-
-    bits: int
-    codebook_hash: str
 
 
 @dataclass
@@ -60,8 +53,8 @@ class VehiclePipeline:
                  backend: str = "auto", translate_to: Sequence[str] = (),
                  profile: str | None = None, cache_dir: Path | str | None = None,
                  logger: logging.Logger | None = None, threads: int | None = None) -> None:
-        self.store = ModelStore(model_dir, profile)
-        self.profile, self.grid = self.store.profile, self.store.profile.grid
+        self.source = open_source(model_dir, profile, backend, cache_dir, logger)
+        self.profile, self.grid = self.source.profile, self.source.profile.grid
         self.modality, self.agent_id = modality, agent_id
         try:
             self.group = group_of(modality)
@@ -70,28 +63,47 @@ class VehiclePipeline:
             raise PipelineError("config", str(exc).strip('"')) from exc
         self.targets = tuple(dict.fromkeys(t for t in translate_to if t and t != self.group))
         self.spaces = self._spaces()
-        spec = vehicle_spec(self.store, modality, self.targets)
-        self.backend = stage_backend(self.store, spec, backend,
-                                     Path(cache_dir) if cache_dir else None, logger, threads)
+        self.backend = self.source.backend(StageRequest("vehicle", (modality, self.targets)),
+                                           backend, logger, threads)
         self.outputs = {space_output(s): s for s in self.spaces}
         self.nonfinite_points = 0
+        self.warmup()
+
+    def warmup(self) -> None:
+        """One synthetic frame through the backend: the first real frame then pays no session
+        initialisation (allocations, kernel selection)."""
+        rng = np.random.default_rng(0)
+        if self.num_cameras:
+            k, ext = synthetic_rig(int(self.num_cameras), self.profile["camera"]["image_size"])
+            size = tuple(int(v) for v in self.profile["camera"]["image_size"])
+            cams = [CameraFrame(np.zeros((size[1], size[0], 3), np.uint8), k[i],
+                                np.linalg.inv(ext[i])) for i in range(int(self.num_cameras))]
+            agent = AgentFrame(self.agent_id, np.zeros((0, 4), np.float32), np.eye(4), cams)
+        else:
+            agent = AgentFrame(self.agent_id, synthetic_points(self.profile, 2000, rng),
+                               np.eye(4))
+        batch = collate_arrays([encoder_inputs(self.modality, agent, self.profile)])
+        self.backend({n: batch[n] for n in self.backend.input_names})
 
     def _spaces(self) -> dict[str, SpaceInfo]:
         """Bits and codebook hash per produced space; PipelineError("config") if unusable."""
-        own = self.store.codebook(self.group)
-        spaces = {self.group: SpaceInfo(own.bits, own.weights_hash())}
-        known = translator_targets(self.store, self.group)
+        if self.group not in self.source.spaces:
+            raise PipelineError("config", f"no code space {self.group} in {self.source.root}")
+        spaces = {self.group: self.source.spaces[self.group]}
+        known = self.source.translator_targets(self.group)
         for t in self.targets:
             if t not in known:
                 raise PipelineError("config", f"cannot translate {self.modality} "
                                     f"({self.group}) into {t!r}: uct_{self.group} targets "
                                     f"{sorted(known) or 'nothing'}")
-            cb = self.store.codebook(t)
-            trained = self.store.meta(f"uct_{self.group}").get("target_hashes", {}).get(t)
-            if trained not in (None, cb.weights_hash()):
+            space = self.source.spaces.get(t)
+            if space is None:
+                raise PipelineError("config", f"no code space {t} in {self.source.root}")
+            trained = self.source.trained_hash(self.group, t)
+            if trained not in (None, space.codebook_hash):
                 raise PipelineError("config", f"uct_{self.group} was trained against another "
-                                    f"codebook of {t} ({trained} != {cb.weights_hash()})")
-            spaces[t] = SpaceInfo(cb.bits, cb.weights_hash())
+                                    f"codebook of {t} ({trained} != {space.codebook_hash})")
+            spaces[t] = space
         return spaces
 
     @property
@@ -109,8 +121,10 @@ class VehiclePipeline:
         finite = np.isfinite(arr).all(axis=1)
         if not finite.any():
             raise PipelineError("nan_points", f"all {len(arr)} points are NaN/inf")
-        self.nonfinite_points += int(len(arr) - finite.sum())
-        return arr[finite].astype(np.float32, copy=False)
+        kept = int(finite.sum())
+        self.nonfinite_points += len(arr) - kept
+        arr = arr if kept == len(arr) else arr[finite]  # no copy of a clean cloud
+        return arr.astype(np.float32, copy=False)
 
     def process_lidar(self, points: np.ndarray) -> VehicleResult:
         """(N, 4) x, y, z, intensity in the LiDAR frame -> code maps."""
@@ -130,11 +144,11 @@ class VehiclePipeline:
 
     def _process(self, agent: AgentFrame, start: float) -> VehicleResult:
         try:
-            batch = collate([encoder_inputs(self.modality, agent, self.profile)])
+            batch = collate_arrays([encoder_inputs(self.modality, agent, self.profile)])
         except ValueError as exc:
             reason = "bad_cameras" if agent.cameras else "bad_points"
             raise PipelineError(reason, str(exc)) from exc
-        feed = {n: batch[n].numpy() for n in self.backend.input_names}
+        feed = {n: batch[n] for n in self.backend.input_names}
         pre = _ms(start)
         start = time.perf_counter()
         out = self.backend(feed)

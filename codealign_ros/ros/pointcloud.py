@@ -1,9 +1,11 @@
 """sensor_msgs/PointCloud2 <-> (N, 4) float32 [x, y, z, intensity] arrays.
 
 Every layout field is validated before any byte is decoded, so a malformed
-cloud raises :class:`MalformedMessageError` rather than a numpy error. Decoding
-uses ``sensor_msgs_py`` when it is installed and a vectorised numpy decoder
-otherwise; both give identical results.
+cloud raises :class:`MalformedMessageError` rather than a numpy error. The usual
+layout (x, y, z, intensity FLOAT32, point_step 16, host byte order, no row
+padding) decodes to a float32 view of the message buffer without any copy; other
+layouts use ``sensor_msgs_py`` when it is installed and a structured numpy dtype
+over the buffer otherwise; all give identical results.
 """
 from __future__ import annotations
 
@@ -88,6 +90,18 @@ def _point_rows(msg: PointCloud2) -> np.ndarray:
     return np.ascontiguousarray(rows)
 
 
+def _packed_xyzi(msg: PointCloud2, fields: list[PointField],
+                 rows: np.ndarray) -> np.ndarray | None:
+    """(N, 4) float32 view of the buffer (no copy) when the cloud is x, y, z, intensity as
+    consecutive FLOAT32 of the host byte order with point_step 16; else None."""
+    native = msg.is_bigendian == (np.little_endian is False)
+    layout = [(f.name, f.offset, f.datatype) for f in fields]
+    want = [(n, 4 * i, PointField.FLOAT32) for i, n in enumerate(_XYZI)]
+    if not native or msg.point_step != 16 or layout != want:
+        return None
+    return rows.reshape(-1).view(np.float32).reshape(-1, 4)
+
+
 def _decode_numpy(msg: PointCloud2, fields: list[PointField], rows: np.ndarray) -> np.ndarray:
     order = ">" if msg.is_bigendian else "<"
     dtype = np.dtype({"names": [f.name for f in fields],
@@ -129,6 +143,12 @@ def pointcloud2_to_xyzi(msg: PointCloud2, skip_nans: bool = True) -> np.ndarray:
         return np.zeros((0, 4), dtype=np.float32)
     fields = _checked_fields(msg)
     rows = _point_rows(msg)
+    packed = _packed_xyzi(msg, fields, rows)
+    if packed is not None:  # the common layout: a float32 view of the message buffer
+        if skip_nans:
+            finite = np.isfinite(packed[:, :3]).all(axis=1)
+            return packed if finite.all() else packed[finite]
+        return packed
     decode = _decode_sensor_msgs_py if HAVE_SENSOR_MSGS_PY else _decode_numpy
     records = decode(msg, fields, rows)
     xyzi = np.zeros((msg.width * msg.height, 4), dtype=np.float32)

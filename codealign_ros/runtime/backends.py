@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import sys
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
-import torch
-from torch import nn
 
 from codealign_ros.runtime.export import as_output_list, load_sidecar
+
+if TYPE_CHECKING:  # torch only for the torch backend: ONNX Runtime nodes never import it
+    from torch import nn
 
 __all__ = [
     "BackendError", "TensorSpec", "InferenceBackend", "TorchBackend", "OnnxRuntimeBackend",
@@ -121,6 +123,8 @@ class TorchBackend(InferenceBackend):
 
     def __init__(self, module: nn.Module, input_names: list[str], output_names: list[str],
                  device: str = "cpu", input_specs: dict[str, TensorSpec] | None = None) -> None:
+        import torch
+
         super().__init__(input_names, output_names, input_specs)
         if device not in ("cpu", "cuda"):
             raise BackendError(f"torch device must be 'cpu' or 'cuda', got {device!r}")
@@ -130,6 +134,8 @@ class TorchBackend(InferenceBackend):
         self.module = module.to(device).eval()
 
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
         with torch.inference_mode():
             args = [torch.as_tensor(np.ascontiguousarray(inputs[n]), device=self.device)
                     for n in self.input_names]
@@ -155,9 +161,7 @@ class OnnxRuntimeBackend(InferenceBackend):
                 raise BackendError(
                     "onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)")
             providers.insert(0, "CUDAExecutionProvider")
-        options = ort.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = int(threads)
+        options = session_options(ort, threads)
         try:
             self.session = ort.InferenceSession(str(onnx_path), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
@@ -173,6 +177,20 @@ class OnnxRuntimeBackend(InferenceBackend):
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         results = self.session.run(self.output_names, {n: inputs[n] for n in self.input_names})
         return dict(zip(self.output_names, results))
+
+
+def session_options(ort: Any, threads: int | None = None) -> Any:
+    """ONNX Runtime options for a node sharing a small CPU with other nodes: `threads`
+    intra-op threads (default 1), one inter-op thread, sequential execution and no
+    spin-waiting (idle threads yield the core instead of burning it between frames)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(threads) if threads else 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return options
 
 
 def _ort_dtype(type_str: str) -> np.dtype | None:
@@ -217,7 +235,13 @@ def compare_outputs(expected: dict[str, np.ndarray], actual: dict[str, np.ndarra
 
 def _gpu_present() -> bool:
     """A CUDA GPU is visible (torch sees one, or the NVIDIA driver's device node exists)."""
-    return torch.cuda.is_available() or Path("/dev/nvidiactl").exists()
+    return Path("/dev/nvidiactl").exists() or _torch_cuda()
+
+
+def _torch_cuda() -> bool:
+    """torch sees a GPU; False without importing torch when no node imported it yet."""
+    torch = sys.modules.get("torch")
+    return bool(torch is not None and torch.cuda.is_available())
 
 
 def _missing(kind: str, device: str) -> str | None:
@@ -233,6 +257,10 @@ def _missing(kind: str, device: str) -> str | None:
         if "CUDAExecutionProvider" not in providers:
             return "onnxruntime has no CUDAExecutionProvider"
         return None
+    if importlib.util.find_spec("torch") is None:
+        return f"{kind} needs torch with CUDA (torch not installed)"
+    import torch
+
     if not torch.cuda.is_available():
         return f"{kind} needs torch with CUDA (torch {torch.__version__} sees no GPU)"
     return None

@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import Tensor, nn
+
+if TYPE_CHECKING:  # torch loads lazily: reading a sidecar must not import it (deploy nodes)
+    from torch import Tensor, nn
 
 __all__ = [
     "ExportError", "export_onnx", "onnx_sha256", "sidecar_path", "load_sidecar", "verify_onnx",
@@ -79,11 +80,17 @@ def _write_sidecar(out: Path, opset: int, dynamic_axes: dict | None, meta: dict[
         "outputs": _value_infos(graph.output, examples),
         "dynamic_axes": {k: {str(a): n for a, n in _axes(v).items()}
                          for k, v in (dynamic_axes or {}).items()},
-        "torch_version": torch.__version__,
+        "torch_version": _torch().__version__,
         "onnx_version": onnx.__version__,
         "meta": meta,
     }
     sidecar_path(out).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def _torch() -> Any:
+    import torch
+
+    return torch
 
 
 def _axes(spec: dict[int, str] | list[int]) -> dict[int, str]:
@@ -92,7 +99,7 @@ def _axes(spec: dict[int, str] | list[int]) -> dict[int, str]:
 
 def as_output_list(outputs: Any, output_names: list[str]) -> list[Tensor]:
     """A module's outputs (tensor, tuple/list or dict by name) as a list ordered like names."""
-    if isinstance(outputs, Tensor):
+    if isinstance(outputs, _torch().Tensor):
         outputs = [outputs]
     elif isinstance(outputs, dict):
         missing = [n for n in output_names if n not in outputs]
@@ -123,9 +130,9 @@ def export_onnx(module: nn.Module, example_inputs: dict[str, Tensor], out: Path 
     was_training = module.training
     module.eval()
     try:
-        with torch.no_grad():
+        with _torch().no_grad():
             results = as_output_list(module(*args), output_names)
-            torch.onnx.export(module, args, str(out), input_names=list(example_inputs),
+            _torch().onnx.export(module, args, str(out), input_names=list(example_inputs),
                               output_names=list(output_names), dynamic_axes=dynamic_axes,
                               opset_version=opset, dynamo=False)
     finally:
