@@ -142,3 +142,38 @@ def test_point_cloud_cache_follows_the_file(tmp_path: Path) -> None:
     write_pcd(path, pts[:10], binary=False)  # a changed file: parsed again, old cache gone
     assert read_pcd_cached(path).shape == (10, 4)
     assert len(list(tmp_path.glob(".a.pcd.*.npy"))) == 1
+
+
+def test_augmentation_moves_clouds_poses_and_boxes_alike(frames: list) -> None:
+    import random
+
+    from codealign_ros.train.augment import Augment
+    from codealign_ros.train.samples import InputCache, make_batch
+
+    frame = frames[0]
+    sample = make_sample(frame, {a: "m2" for a in frame.agents}, PROFILE)
+    aug = Augment(max_rotation=1.0, scale=(1.1, 1.1))
+    for seed in range(4):  # both mirror outcomes
+        lin, mirror, theta, s = aug.matrix(random.Random(seed))
+        out = aug.apply(sample, PROFILE, random.Random(seed))
+        to_ego, to_ego_new = (np.linalg.inv(x.ego.lidar_pose) for x in (sample, out))
+        for old, new in zip(sample.agents, out.agents):
+            rel = to_ego_new @ new.lidar_pose
+            assert np.allclose(rel[:3, :3] @ rel[:3, :3].T, np.eye(3), atol=1e-9)
+            assert np.linalg.det(rel[:3, :3]) > 0  # still a proper rigid pose
+            before = (to_ego @ old.lidar_pose)[:3, :3] @ old.points[:50, :3].T.astype(float) \
+                + (to_ego @ old.lidar_pose)[:3, 3:]
+            after = rel[:3, :3] @ new.points[:50, :3].T + rel[:3, 3:]
+            np.testing.assert_allclose(after, lin @ before, atol=1e-3)  # one world, moved
+        heading = np.stack([np.cos(sample.gt_boxes[:, 6]), np.sin(sample.gt_boxes[:, 6]),
+                            np.zeros(len(sample.gt_boxes))])
+        moved = lin @ heading
+        kept = [i for i, b in enumerate(sample.gt_boxes)
+                if any(np.allclose(lin @ b[:3], c[:3], atol=1e-3) for c in out.gt_boxes)]
+        assert kept and len(kept) == len(out.gt_boxes)
+        for i, b in zip(kept, out.gt_boxes):
+            assert np.allclose(b[3:6], s * sample.gt_boxes[i, 3:6], atol=1e-4)
+            assert np.allclose([np.cos(b[6]), np.sin(b[6])], moved[:2, i] / s, atol=1e-4)
+        cache = InputCache(PROFILE)
+        make_batch([out], PROFILE, cache)
+        assert not cache._items  # augmented inputs are never cached

@@ -263,7 +263,8 @@ def _train(args: argparse.Namespace, accel: "Accel") -> int:
                                                            // accel.world - 1))
     frames: dict[str, list] = {}
     data = stages.StageData(profile, frames, batch_size=args.batch, seed=args.seed,
-                            max_agents=args.max_agents, workers=args.workers, accel=accel)
+                            max_agents=args.max_agents, workers=args.workers, accel=accel,
+                            augment=stages.Augment() if args.augment else None)
     eval_every = args.eval_every if args.eval_every >= 0 else int(
         profile["train"].get("eval_every", 0))
     LOG.info("training on %s, batch %d per process, %d DataLoader workers", accel.describe(),
@@ -304,6 +305,7 @@ def _train(args: argparse.Namespace, accel: "Accel") -> int:
                "batch": args.batch * accel.world, "lr": cfg.lr, "steps": cfg.steps,
                "max_agents": data.max_agents, "seed": args.seed, "commit": _git_commit(),
                "eval_every": eval_every, "plateau": cfg.plateau.describe(),
+               "augment": str(data.augment) if data.augment else "off",
                "val_split": args.val_split, "val_frames": len(val),
                "host": args.host or accel.describe(), "device": str(accel.device),
                "amp": str(accel.amp_dtype or "off"), "processes": accel.world,
@@ -415,6 +417,10 @@ def add_train_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--codebook-init", choices=("kmeans", "revive"), default="kmeans",
                    help="codebook start: k-means over a few batches of adapted features, "
                         "or random codes revived from one batch (the former behaviour)")
+    p.add_argument("--augment", action="store_true",
+                   help="global flip / rotation (+-45 deg) / scaling (0.95-1.05) applied alike "
+                        "to every agent's cloud, pose and the GT of a sample (LiDAR samples "
+                        "only; train/augment.py)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-agents", type=int, default=None,
                    help="agents per training sample, ego included (0: every agent in comm "

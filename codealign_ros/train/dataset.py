@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from codealign_ros.data.types import AgentFrame, CooperativeFrame
 from codealign_ros.models.profile import Profile
+from codealign_ros.train.augment import Augment
 from codealign_ros.train.depth import lidar_depth_maps
 from codealign_ros.train.samples import Batch, InputCache, Sample, make_batch, make_sample
 
@@ -32,11 +33,12 @@ class CoopDataset(Dataset):
 
     def __init__(self, frames: Sequence[CooperativeFrame], modalities: Sequence[str],
                  profile: Profile, seed: int = 0, max_agents: int = 0,
-                 min_items: int = 1) -> None:
+                 min_items: int = 1, augment: Augment | None = None) -> None:
         if not frames:
             raise ValueError("CoopDataset: no frames (is the group's training split empty?)")
         self.frames, self.modalities = list(frames), list(modalities)
         self.profile, self.seed, self.max_agents = profile, seed, max_agents
+        self.augment = augment  # train/augment.py, drawn from the item's RNG
         self.items = [(i, ego) for i, f in enumerate(self.frames) for ego in f.agents]
         self.length = max(len(self.items), min_items)  # tiny sets repeat to fill one batch
 
@@ -57,6 +59,8 @@ class CoopDataset(Dataset):
             keep = [0, *sorted(rng.sample(range(1, len(sample.agents)), self.max_agents - 1))]
             sample.agents = [sample.agents[i] for i in keep]
             sample.modalities = [sample.modalities[i] for i in keep]
+        if self.augment is not None:
+            sample = self.augment.apply(sample, self.profile, rng)
         return sample
 
 

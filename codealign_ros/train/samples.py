@@ -125,6 +125,9 @@ def make_sample(frame: CooperativeFrame, modality_of: dict[str, str], profile: P
                   ego_ground_truth(frame, ego, profile), frame.stamp_ns)
 
 
+AUG_TAG = "~aug"  # in an augmented sample's key (train/augment.py): inputs never cached
+
+
 class InputCache:
     """Encoder inputs per (sample key, agent, modality), computed once (voxelisation etc.)."""
 
@@ -148,7 +151,7 @@ class InputCache:
         item = self._items.get(key)
         if item is None:
             item = encoder_inputs(self.kind(modality), agent, self.profile)
-            if len(self._items) < self.max_items:
+            if len(self._items) < self.max_items and AUG_TAG not in frame_key:
                 self._items[key] = item
         return item
 

@@ -38,7 +38,8 @@ from codealign_ros.models.warp import warp_with_theta
 from codealign_ros.train.dataset import Collate, CoopDataset, StepLoader
 from codealign_ros.train.distributed import Accel, broadcast_module
 from codealign_ros.train.loop import LoopConfig, ValidateFn, fit, smoothed
-from codealign_ros.train.samples import Batch, InputCache, encode_batch, sample_agents
+from codealign_ros.train.augment import Augment
+from codealign_ros.train.samples import AUG_TAG, Batch, InputCache, encode_batch, sample_agents
 
 LOG = logging.getLogger("codealign.train")
 COMMITMENT = 0.25  # VQ-VAE beta
@@ -77,6 +78,7 @@ class StageData:
     # validation hook of the stage being run (train/validate.py during_training): given the
     # stage's save(), a function returning val AP of the weights now; None = no validation
     validate: Callable[[Callable[[], None]], ValidateFn] | None = None
+    augment: Augment | None = None  # consistent flip / rotation / scaling (off by default)
 
     def __post_init__(self) -> None:
         self.cache = InputCache(self.profile)  # sensor / encoder kind look-ups
@@ -93,7 +95,8 @@ class StageData:
         adds camera depth targets."""
         size = tuple(self.profile["camera"]["image_size"]) if depth else None
         dataset = CoopDataset(self.frames[group], modalities, self.profile, self.seed,
-                              self.max_agents, min_items=self.batch_size * self.accel.world)
+                              self.max_agents, min_items=self.batch_size * self.accel.world,
+                              augment=self.augment)
         return StepLoader(dataset, Collate(self.profile, size), self.batch_size, self.seed,
                           self.workers, self.accel.cuda, self.accel.rank, self.accel.world)
 
@@ -122,7 +125,7 @@ def encode_frozen(data: StageData, encoders: dict[str, nn.Module], batch: Batch)
                 < data.feature_budget
             for j, i in enumerate(idx):
                 rows[i] = feats[j:j + 1].clone()
-                if room:
+                if room and AUG_TAG not in keys[i][0]:  # augmented: never seen again
                     data.features[keys[i]] = rows[i]
     return torch.cat(rows, 0)  # type: ignore[arg-type]
 
