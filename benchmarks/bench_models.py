@@ -19,12 +19,12 @@ from codealign_ros.config import lookup
 from codealign_ros.data.types import AgentFrame
 from codealign_ros.data.world import World, WorldConfig
 from codealign_ros.models.adapter import Adapter
-from codealign_ros.models.backend import DetectionBackend
+from codealign_ros.models.detector import DetectionBackend
 from codealign_ros.models.codebook import Codebook
 from codealign_ros.models.deploy import ReceiverHead, VehicleEncoder
 from codealign_ros.models.encoders import build_encoder
 from codealign_ros.models.encoders.inputs import collate, encoder_inputs
-from codealign_ros.models.profile import load_profile
+from codealign_ros.config.profiles import load_profile
 from codealign_ros.runtime.backends import OnnxRuntimeBackend
 from codealign_ros.runtime.export import export_onnx
 

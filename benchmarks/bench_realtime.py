@@ -93,7 +93,7 @@ def reference_post(cls: np.ndarray, reg: np.ndarray, dirs: np.ndarray, anchors: 
 
 
 def bench_nms(head_outputs: dict[str, np.ndarray] | None, repeat: int) -> dict[str, Any]:
-    from codealign_ros.models.profile import load_profile
+    from codealign_ros.config.profiles import load_profile
 
     boxes, scores = anchor_candidates(1000)
     out: dict[str, Any] = {"candidates": 1000}
@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     from codealign_ros.pipeline.deploy import export_fresh
-    from codealign_ros.pipeline.export import export_all
+    from codealign_ros.pipeline.stages import export_all
 
     if not export_fresh(args.models):
         export_all(args.models)

@@ -44,7 +44,7 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
 
     add_train_parser(sub).set_defaults(func=run_train)
     add_eval_parser(sub).set_defaults(func=run_eval_cli)
-    from codealign_ros.pipeline.export import add_export_parser, run_export
+    from codealign_ros.pipeline.stages import add_export_parser, run_export
 
     add_export_parser(sub).set_defaults(func=run_export)
     add_paper_table_parser(sub)
@@ -52,7 +52,7 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
 
 def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     """Dataset generation, rosbag conversion and replay."""
-    from codealign_ros.data.bag import add_convert_parser
+    from codealign_ros.data.convert import add_convert_parser
     from codealign_ros.data.synth import add_synth_parser
     from codealign_ros.data.visibility import add_stats_parser
     from codealign_ros.nodes.bag_player import add_play_parser

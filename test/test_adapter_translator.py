@@ -13,7 +13,7 @@ from codealign_ros.models.align_losses import (
     BalanceState, code_ce_loss, cosine_alignment_loss, nonempty_mask,
     target_sampling_probabilities, translation_loss_balance)
 from codealign_ros.models.codebook import Codebook
-from codealign_ros.models.profile import load_profile
+from codealign_ros.config.profiles import load_profile
 from codealign_ros.models.translator import VARIANTS, UnifiedCodeTranslator, UnknownTargetError
 
 MINI = load_profile("mini")

@@ -15,8 +15,8 @@ from rosbags.highlevel import AnyReader
 from codealign_ros.config import frame, topic
 from codealign_ros.core.codemap import GridPose
 from codealign_ros.core.geometry import box_corners, pose6_to_matrix
-from codealign_ros.data.bag import (BagStats, add_convert_parser, iter_dataset_frames, msg_dir,
-                                    quaternion_xyzw, typestore, write_bag)
+from codealign_ros.data.bag import BagStats, msg_dir, quaternion_xyzw, typestore, write_bag
+from codealign_ros.data.convert import add_convert_parser, iter_dataset_frames
 from codealign_ros.data.types import AgentFrame, CameraFrame, CooperativeFrame, DatasetError
 
 STAMP0 = 1_700_000_000_123_456_789
@@ -268,8 +268,8 @@ def test_convert_opv2v_skips_bad_frames_only_when_asked(tmp_path: Path,
     from codealign_ros.data import opv2v
     frames = make_frames()
     for fr in frames:
-        opv2v.write_opv2v_frame(tmp_path / "opv2v", "test", fr)
-    bad = tmp_path / "opv2v" / "test" / "s" / "-1" / "000001.yaml"
+        opv2v.write_opv2v_frame(tmp_path / "opv2v", "train", fr)  # the default split
+    bad = tmp_path / "opv2v" / "train" / "s" / "-1" / "000001.yaml"
     bad.write_text("lidar_pose: [1, 2\n")
     with pytest.raises(DatasetError, match="000001.yaml"):
         list(iter_dataset_frames("opv2v", tmp_path / "opv2v"))
@@ -302,3 +302,12 @@ def test_convert_dairv2x(tmp_path: Path) -> None:
     with AnyReader([tmp_path / "bag"]) as reader:
         assert reader.topics[topic("lidar", agent="vehicle")].msgcount == 2
         assert reader.topics[topic("pose", agent="infrastructure")].msgcount == 2
+
+
+def test_synth_and_convert_default_to_the_same_split() -> None:
+    from codealign_ros.cli import build_parser
+
+    synth = build_parser().parse_args(["synth", "--out", "x"])
+    conv = build_parser().parse_args(["convert", "--dataset", "opv2v", "--root", "x",
+                                      "--out", "y"])
+    assert synth.split == conv.split == "train"

@@ -2,7 +2,7 @@
 import pytest
 
 from codealign_ros.config import ConfigError, frame, load_config, lookup, topic
-from codealign_ros.models.warp import BevGrid
+from codealign_ros.config.profiles import load_profile
 from codealign_ros.ros.qos import qos_profile
 
 
@@ -25,7 +25,7 @@ def test_missing_key_names_the_path() -> None:
 
 def test_code_map_profiles_match_paper_payload() -> None:
     bits = lookup("codemap", "codebook_bits")
-    opv2v, dair = BevGrid.from_config("opv2v"), BevGrid.from_config("dairv2x")
+    opv2v, dair = load_profile("opv2v").grid, load_profile("dairv2x").grid
     assert opv2v.height * opv2v.width * bits // 8 == 32768
     assert opv2v.resolution * opv2v.width == pytest.approx(204.8)
     assert (opv2v.x_min, opv2v.y_min) == (-102.4, -102.4)
@@ -33,7 +33,7 @@ def test_code_map_profiles_match_paper_payload() -> None:
 
 
 def test_profiles_derive_consistent_grids() -> None:
-    from codealign_ros.models.profile import load_profile, profile_names
+    from codealign_ros.config.profiles import load_profile, profile_names
 
     assert {"mini", "opv2v", "dairv2x"} <= set(profile_names())
     mini = load_profile("mini")

@@ -24,7 +24,7 @@ from codealign_ros.demo.runner import (DemoError, DemoOptions, check_models, dem
 from codealign_ros.demo.scene import BagTruth
 from codealign_ros.demo.recording import bag_topics, load_recording
 from codealign_ros.demo.summary import summarize
-from codealign_ros.models.profile import load_profile
+from codealign_ros.config.profiles import load_profile
 
 REPO = Path(__file__).resolve().parents[1]
 FRAMES = 10

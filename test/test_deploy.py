@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from codealign_ros.pipeline.deploy import (DeployError, DeploySource, StageRequest, TorchSource,
-                                           open_source)
-from codealign_ros.pipeline.export import export_all
+from codealign_ros.pipeline.deploy import DeployError, DeploySource, StageRequest
+from codealign_ros.pipeline.sources import TorchSource, open_source
+from codealign_ros.pipeline.stages import export_all
 from codealign_ros.pipeline.testing import make_random_store
 
 pytest.importorskip("onnxruntime", reason="onnxruntime not installed")

@@ -16,7 +16,7 @@ from codealign_ros.models.det_losses import (add_sin_difference, detection_loss,
                                              focal_loss, occupancy_loss, regression_loss,
                                              sigmoid_focal, smooth_l1)
 from codealign_ros.models.head import correct_direction
-from codealign_ros.models.profile import load_profile
+from codealign_ros.config.profiles import load_profile
 
 PROFILE = load_profile("mini")
 GRID = PROFILE.grid

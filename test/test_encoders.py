@@ -19,7 +19,7 @@ from codealign_ros.models.encoders.inputs import (IMAGENET_MEAN, IMAGENET_STD, c
 from codealign_ros.models.encoders.lss import Lss, LssEfficientNet, LssResNet, lid_edges
 from codealign_ros.models.encoders.pointpillars import PointPillars
 from codealign_ros.models.encoders.second import PlaneConv3d
-from codealign_ros.models.profile import Profile, load_profile
+from codealign_ros.config.profiles import Profile, load_profile
 
 MODALITIES = ["m1", "m2", "m3", "m4", "m5"]
 W, H = 160, 120

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from codealign_ros.core.metrics import bev_iou_matrix
-from codealign_ros.models.backend import DetectionBackend
+from codealign_ros.models.detector import DetectionBackend
 from codealign_ros.models.head import postprocess
-from codealign_ros.models.profile import load_profile
+from codealign_ros.config.profiles import load_profile
 from codealign_ros.models.warp import normalized_affine, relative_transform
 
 PROFILE = load_profile("mini")

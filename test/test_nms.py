@@ -12,7 +12,7 @@ from codealign_ros.core.metrics import bev_iou_matrix, rotated_nms
 from codealign_ros.core.nms import pairwise_bev_iou, rotated_nms_fast
 from codealign_ros.models.anchors import BoxCoder
 from codealign_ros.models.head import correct_direction
-from codealign_ros.models.profile import load_profile
+from codealign_ros.config.profiles import load_profile
 
 
 def random_boxes(rng: np.random.Generator, n: int, spread: float) -> np.ndarray:

@@ -30,7 +30,7 @@ from codealign_msgs.msg import Detection3DArray
 from codealign_ros.config import topic
 from codealign_ros.core.codemap import CodeMap, Encoding, GridPose
 from codealign_ros.models.encoders.inputs import synthetic_points, synthetic_rig
-from codealign_ros.models.profile import load_profile
+from codealign_ros.config.profiles import load_profile
 from codealign_ros.models.store import ModelStore
 from codealign_ros.pipeline.testing import make_random_store
 from codealign_ros.processes import ProcessGroup

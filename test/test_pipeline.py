@@ -17,11 +17,11 @@ from codealign_ros.data.types import AgentFrame, CameraFrame, CooperativeFrame
 from codealign_ros.models.deploy import CodeTranslator
 from codealign_ros.models.encoders.inputs import (collate, encoder_inputs, synthetic_points,
                                                   synthetic_rig)
-from codealign_ros.models.profile import load_profile
+from codealign_ros.config.profiles import load_profile
 from codealign_ros.models.store import ModelStore, save_component
 from codealign_ros.pipeline import (DROP_REASONS, PipelineError, ReceiverPipeline,
                                     VehiclePipeline, export_all)
-from codealign_ros.pipeline.export import component_key, receiver_spec
+from codealign_ros.pipeline.stages import component_key, receiver_spec
 from codealign_ros.pipeline.testing import make_random_store
 from codealign_ros.train.evaluate import Evaluator
 from codealign_ros.train.samples import make_sample

@@ -12,7 +12,7 @@ from codealign_ros.cli import build_parser
 from codealign_ros.core.geometry import wrap_angle
 from codealign_ros.data.dairv2x import DairV2XDataset
 from codealign_ros.data.opv2v import OPV2VDataset
-from codealign_ros.data.synth import generate
+from codealign_ros.data.synth import SynthConfig, generate
 from codealign_ros.data.types import CooperativeFrame
 
 SMALL = ["--scenes", "1", "--frames", "3", "--agents", "2", "--beams", "32",
@@ -42,7 +42,7 @@ def _dir_digest(root: Path) -> str:
 
 def test_opv2v_round_trip(tmp_path: Path) -> None:
     args = _args(tmp_path, "opv2v", "--rsu")
-    frames = list(generate(args))
+    frames = list(generate(SynthConfig.from_args(args)))
     assert args.func(args) == 0
     data = OPV2VDataset(tmp_path, "train")
     (scenario,) = data.scenarios()
@@ -62,7 +62,7 @@ def test_opv2v_round_trip(tmp_path: Path) -> None:
 
 def test_dair_round_trip(tmp_path: Path) -> None:
     args = _args(tmp_path, "dairv2x")
-    frames = list(generate(args))
+    frames = list(generate(SynthConfig.from_args(args)))
     assert args.func(args) == 0
     data = DairV2XDataset(tmp_path)
     assert len(data) == len(frames)

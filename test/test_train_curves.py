@@ -11,9 +11,9 @@ from PIL import Image
 
 from codealign_ros.data.pcd import read_pcd, read_pcd_cached, write_pcd
 from codealign_ros.data.world import World, WorldConfig
-from codealign_ros.models.profile import load_profile
+from codealign_ros.config.profiles import load_profile
 from codealign_ros.models.store import ModelStore
-from codealign_ros.train import stages
+from codealign_ros.train import codespace, stages
 from codealign_ros.train.curves import Plateau, curve_png, curve_table
 from codealign_ros.train.dataset import CoopDataset
 from codealign_ros.train.evaluate import assignment_of
@@ -99,7 +99,7 @@ def _codespace(base_dir: Path, frames: list, tmp: Path, steps: int, **kw: str
     (out / "base_m2.pt").symlink_to(base_dir / "base_m2.pt")
     data = stages.StageData(PROFILE, {"g2": frames}, seed=1)
     cfg = LoopConfig(steps=steps, progress=False, checkpoint_every=10**6)
-    result = stages.train_codespace(data, ModelStore(out, PROFILE), "g2", out, cfg, **kw)
+    result = codespace.train_codespace(data, ModelStore(out, PROFILE), "g2", out, cfg, **kw)
     return result, ModelStore(out, PROFILE)
 
 
@@ -128,7 +128,7 @@ def test_single_group_backend_frozen_or_trained(base_dir: Path, frames: list,
         tp[mode] = result.trainable
     assert tp["trained"] > tp["frozen"]
     with pytest.raises(ValueError, match="codespace backend"):
-        stages.backend_trained("sometimes", ["m2"])
+        codespace.backend_trained("sometimes", ["m2"])
 
 
 def test_point_cloud_cache_follows_the_file(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from codealign_ros.data.world import World, WorldConfig
-from codealign_ros.models.profile import load_profile
+from codealign_ros.config.profiles import load_profile
 from codealign_ros.train import distributed, stages
 from codealign_ros.train.dataset import StepLoader
 from codealign_ros.train.distributed import Accel

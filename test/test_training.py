@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from codealign_ros.data.world import World, WorldConfig
-from codealign_ros.models.profile import load_profile
+from codealign_ros.config.profiles import load_profile
 from codealign_ros.models.store import ModelStore
-from codealign_ros.train import stages
+from codealign_ros.train import codespace, stages
 from codealign_ros.train.evaluate import METHODS, Variant, evaluate, parse_setting
 from codealign_ros.train.loop import LoopConfig, fit, smoothed
 
@@ -63,7 +63,7 @@ def store_dir(data: stages.StageData, tmp_path_factory: pytest.TempPathFactory) 
         stages.train_base(data, m, out, cfg)
     store = ModelStore(out, PROFILE)
     for g in ("g1", "g2", "g3", "g4"):
-        stages.train_codespace(data, store, g, out, cfg)
+        codespace.train_codespace(data, store, g, out, cfg)
     for g in ("g1", "g2", "g3", "g4"):
         stages.train_translator(data, ModelStore(out, PROFILE), g, out, cfg)
     stages.train_heal(data, ModelStore(out, PROFILE), "m2", "g1", out, cfg)

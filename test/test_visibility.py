@@ -10,7 +10,7 @@ import pytest
 
 from codealign_ros.cli import main
 from codealign_ros.core.geometry import transform_points, yaw_matrix
-from codealign_ros.data.synth import generate
+from codealign_ros.data.synth import SynthConfig, generate
 from codealign_ros.data.types import AgentFrame, CooperativeFrame
 from codealign_ros.data.visibility import (frame_visibility, points_in_boxes, range_of_profile,
                                            visibility_stats)
@@ -102,7 +102,7 @@ def test_dataset_stats_of_written_data_match_the_generated_frames(
         tmp_path: Path, fmt: str, capsys: pytest.CaptureFixture[str]) -> None:
     args = build_parser().parse_args(["synth", "--out", str(tmp_path), "--format", fmt,
                                       "--split", "test", "--rsu", "--world", "occluded", *SMALL])
-    expected = visibility_stats(generate(args), MINI).summary()
+    expected = visibility_stats(generate(SynthConfig.from_args(args)), MINI).summary()
     assert args.func(args) == 0
     capsys.readouterr()
     assert main(["dataset-stats", "--root", str(tmp_path), "--split", "test", "--json"]) == 0

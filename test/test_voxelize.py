@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from codealign_ros.models.profile import load_profile
+from codealign_ros.config.profiles import load_profile
 from codealign_ros.models.voxelize import Voxels, grid_shape, voxelize
 
 RANGE = (-2.0, -1.5, -1.0, 2.0, 1.5, 1.0)

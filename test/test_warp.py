@@ -8,7 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from codealign_ros.models.warp import (BevGrid, normalized_affine, relative_transform,
+from codealign_ros.config.grid import BevGrid
+from codealign_ros.config.profiles import load_profile
+from codealign_ros.models.warp import (normalized_affine, relative_transform,
                                        warp_features, warp_with_theta)
 
 GRID = BevGrid(-40.0, -40.0, 100, 100, 0.8)
@@ -140,4 +142,4 @@ def test_onnx_export_matches(tmp_path) -> None:
 
 
 def test_from_config() -> None:
-    assert BevGrid.from_config("dairv2x") == BevGrid(-102.4, -51.2, 256, 128, 0.8)
+    assert load_profile("dairv2x").grid == BevGrid(-102.4, -51.2, 256, 128, 0.8)

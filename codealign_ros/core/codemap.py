@@ -18,12 +18,14 @@ from typing import Any
 
 import numpy as np
 
+from codealign_ros.errors import CodeAlignError
+
 REASONS = ("bits", "shape", "size", "length", "bomb", "index", "pose", "resolution",
            "encoding", "corrupt", "padding", "meta")
 MAX_CELLS = 4096 * 4096
 
 
-class CodeMapError(ValueError):
+class CodeMapError(CodeAlignError, ValueError):
     """An invalid code map; `reason` (one of `REASONS`) is a key for counters and tests."""
 
     def __init__(self, reason: str, message: str) -> None:

@@ -1,39 +1,19 @@
-"""BEV grid geometry and the pose -> warp-matrix maths (numpy; torch-free for deploy nodes).
+"""Pose -> warp-matrix maths on a BEV grid (numpy; torch-free for deploy nodes).
+
+The grid itself is `codealign_ros.config.grid.BevGrid` (re-exported here).
 
 Grid convention (as codealign_msgs/CodeMap): cell (r, c) has lower corner
 (x_min + c * res, y_min + r * res); rows run along +y, columns along +x.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from codealign_ros.config.grid import BevGrid
+
 __all__ = ["BevGrid", "normalized_affine", "relative_transform"]
-
-
-@dataclass(frozen=True)
-class BevGrid:
-    """Geometry of a BEV grid in its sensor frame (metres, cells)."""
-
-    x_min: float
-    y_min: float
-    width: int
-    height: int
-    resolution: float
-
-    @classmethod
-    def from_config(cls, profile: str) -> "BevGrid":
-        """Exchanged BEV grid of model profile `profile` (config/profiles.yaml)."""
-        from codealign_ros.models.profile import load_profile  # torch-free; imports this module
-
-        return load_profile(profile).grid
-
-    def scaled(self, factor: int) -> "BevGrid":
-        """The same extent at a `factor` times coarser resolution (a pyramid level)."""
-        return BevGrid(self.x_min, self.y_min, self.width // factor, self.height // factor,
-                       self.resolution * factor)
 
 
 def relative_transform(ego_pose: np.ndarray, agent_pose: np.ndarray) -> np.ndarray:

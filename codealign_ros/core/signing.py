@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (decode_dss_signatur
                                                              encode_dss_signature)
 
 from codealign_ros.core.wire import WireFields, canonical_bytes
+from codealign_ros.errors import CodeAlignError
 
 __all__ = ["LINK_REASONS", "SCHEME_ECDSA_P256_SHA256", "SCHEME_NONE", "LinkVerifier",
            "Signer", "SigningError", "TrustStore", "generate_keys", "key_id", "sign_fields"]
@@ -43,8 +44,10 @@ _CURVE = ec.SECP256R1()
 _HASH = ec.ECDSA(hashes.SHA256())
 
 
-class SigningError(ValueError):
+class SigningError(CodeAlignError, ValueError):
     """A key file is missing, unreadable or of the wrong kind (set-up error, not a drop)."""
+
+    reason = "signing"
 
 
 def key_id(public_key: ec.EllipticCurvePublicKey) -> str:

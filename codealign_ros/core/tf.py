@@ -20,9 +20,10 @@ import numpy as np
 
 from codealign_ros.core.codemap import GridPose
 from codealign_ros.core.geometry import quaternion_xyzw
+from codealign_ros.errors import CodeAlignError
 
 
-class TfError(LookupError):
+class TfError(CodeAlignError, LookupError):
     """A transform could not be resolved; `reason` is machine-readable."""
 
     def __init__(self, reason: str, text: str) -> None:

@@ -12,6 +12,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from codealign_ros.config import lookup
+from codealign_ros.config.groups import modality_owner
 
 
 def _check_known(names: Iterable[str]) -> None:
@@ -48,19 +49,6 @@ def group_assignment(agent_ids: list[str], group_modalities: list[str]) -> dict[
     return dict(zip(agent_ids, cycle(group_modalities)))
 
 
-def _group_of(groups: dict[str, list[str]]) -> dict[str, str]:
-    """Modality -> group; ValueError when a group is empty or groups share a modality."""
-    owner: dict[str, str] = {}
-    for group, modalities in groups.items():
-        if not modalities:
-            raise ValueError(f"group {group!r} has no modalities")
-        for modality in modalities:
-            if owner.setdefault(modality, group) != group:
-                raise ValueError(f"modality {modality} is in groups {owner[modality]!r} and "
-                                 f"{group!r}; isolated groups must be disjoint")
-    return owner
-
-
 def isolation_split(scenarios: list[str], groups: dict[str, list[str]], test_fraction: float,
                     seed: int) -> dict[str, Any]:
     """{"train": {group: [scenarios]}, "test": [scenarios]}.
@@ -73,7 +61,7 @@ def isolation_split(scenarios: list[str], groups: dict[str, list[str]], test_fra
         raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
     if not groups:
         raise ValueError("isolation_split needs at least one group")
-    owner = _group_of(groups)
+    owner = modality_owner(groups)
     _check_known(owner)
     unique = sorted(set(scenarios))
     if len(unique) != len(scenarios):
@@ -91,7 +79,7 @@ def check_isolation(split: dict[str, Any], assignments: dict[str, dict[str, str]
                     groups: dict[str, list[str]]) -> None:
     """ValueError when a training scenario is in two groups or the test part, or carries
     modalities outside its group; scenarios without an assignment are skipped."""
-    _group_of(groups)
+    modality_owner(groups)
     seen: dict[str, str] = {scenario: "test" for scenario in split["test"]}
     for group, scenarios in split["train"].items():
         allowed = set(groups[group])

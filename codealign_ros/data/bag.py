@@ -19,20 +19,17 @@ Every frame becomes these messages, all stamped `frame.stamp_ns` (header and bag
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness, QosReliability,
                                 QosTime)
 from rosbags.rosbag2 import StoragePlugin, Writer
-from rosbags.rosbag2.errors import WriterError
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 from tqdm import tqdm
@@ -40,12 +37,10 @@ from tqdm import tqdm
 from codealign_ros.config import frame, qos_settings, topic
 from codealign_ros.core.geometry import BOX_EDGES, box_corners, quaternion_xyzw
 from codealign_ros.core.tf import Transform, frame_transforms
-from codealign_ros.data.types import NS_PER_S, AgentFrame, CooperativeFrame, DatasetError
+from codealign_ros.data.types import NS_PER_S, AgentFrame, CooperativeFrame
 
 FRAME_RATE_HZ = 10.0  # OPV2V and DAIR-V2X tick rate; one agent-frame = 0.1 agent-seconds
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
-DATASETS = ("opv2v", "dairv2x")
-OPV2V_SPLITS = ("train", "validate", "test")
 MARKER_LIFETIME_NS = 200_000_000
 MARKER_LINE_WIDTH = 0.1
 
@@ -58,7 +53,6 @@ MARKER_ARRAY = "visualization_msgs/msg/MarkerArray"
 TF_MESSAGE = "tf2_msgs/msg/TFMessage"
 
 Message = tuple[str, str, object]  # (topic, message type, rosbags message)
-Loaders = list[tuple[str, Callable[[], CooperativeFrame]]]  # (frame label, load function)
 
 
 def newest_ros2_store() -> Stores:
@@ -316,118 +310,3 @@ def write_bag(frames: Iterable[CooperativeFrame], out: Path, storage: str = "mca
     stats.bytes = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     stats.duration_s = (last_ns - first_ns) / NS_PER_S if first_ns is not None else 0.0
     return stats
-
-
-def iter_dataset_frames(dataset: str, root: Path, scenario: str | None = None,
-                        skip_bad: bool = False,
-                        on_skip: Callable[[str, Exception], None] | None = None,
-                        split: str = "test") -> Iterator[CooperativeFrame]:
-    """Frames of an OPV2V split (optionally one scenario) or of DAIR-V2X, in order.
-
-    The dataset is opened now (a bad root raises DatasetError here); frames load lazily.
-    With `skip_bad`, a frame whose load raises DatasetError is passed to `on_skip(label,
-    error)` and skipped; otherwise the error propagates.
-    """
-    root = Path(root)
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
-    if not root.is_dir():
-        raise DatasetError(root, "dataset root is not a directory")
-    loaders = _opv2v_loaders(root, split, scenario) if dataset == "opv2v" \
-        else _dairv2x_loaders(root, scenario)
-    return _load_frames(loaders, skip_bad, on_skip)
-
-
-def _opv2v_loaders(root: Path, split: str, scenario: str | None) -> Loaders:
-    from codealign_ros.data.opv2v import OPV2VDataset
-
-    data = OPV2VDataset(root, split)
-    scenarios = list(data.scenarios())
-    if scenario is not None:
-        if scenario not in scenarios:
-            raise DatasetError(root, f"split {split!r} has no scenario {scenario!r}; "
-                                     f"available: {', '.join(scenarios) or 'none'}")
-        scenarios = [scenario]
-    return [(f"{name}/{ts}", functools.partial(data.load, name, ts))
-            for name in scenarios for ts in data.timestamps(name)]
-
-
-def _dairv2x_loaders(root: Path, scenario: str | None) -> Loaders:
-    if scenario is not None:
-        raise ValueError("--scenario applies to opv2v only")
-    from codealign_ros.data.dairv2x import DairV2XDataset
-
-    data = DairV2XDataset(root)
-    return [(str(fid), functools.partial(data.load, fid)) for fid in data.frame_ids()]
-
-
-def _load_frames(loaders: Loaders, skip_bad: bool,
-                 on_skip: Callable[[str, Exception], None] | None) -> Iterator[CooperativeFrame]:
-    for label, load in loaders:
-        try:
-            frame_ = load()
-        except DatasetError as err:
-            if not skip_bad:
-                raise
-            if on_skip is not None:
-                on_skip(label, err)
-            continue
-        yield frame_
-
-
-def add_convert_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the `convert` sub-command (dataset -> rosbag2) to a sub-parser collection."""
-    parser = subparsers.add_parser(
-        "convert", help="convert OPV2V / DAIR-V2X frames into a rosbag2 (mcap or sqlite3)",
-        description="Write every frame of a dataset as sensor_msgs (PointCloud2, Image, "
-                    "CameraInfo), PoseStamped, TF (/tf, /tf_static), ground-truth "
-                    "Detection3DArray and MarkerArray topics into a new rosbag2, stamped "
-                    "with the frames' capture times. "
-                    "Play it back with `codealign play BAG` (no `ros2 bag` needed).",
-        epilog="example: codealign convert --dataset opv2v --root ~/OPV2V --split test "
-               "--scenario 2021_08_18_19_48_05 --out bags/opv2v_test")
-    parser.add_argument("--dataset", required=True, choices=DATASETS, help="dataset format")
-    parser.add_argument("--root", required=True, type=Path, help="dataset root directory")
-    parser.add_argument("--out", required=True, type=Path,
-                        help="bag directory to create (must not exist)")
-    parser.add_argument("--scenario", default=None,
-                        help="convert only this scenario (opv2v; default: all of the split)")
-    parser.add_argument("--split", default="test", choices=OPV2V_SPLITS,
-                        help="opv2v split (default: test)")
-    parser.add_argument("--storage", default="mcap", choices=tuple(STORAGES),
-                        help="rosbag2 storage plugin (default: mcap)")
-    parser.add_argument("--skip-bad", action="store_true",
-                        help="skip frames with missing or malformed files instead of failing")
-    parser.add_argument("--no-progress", dest="progress", action="store_false",
-                        help="no progress bar")
-    parser.set_defaults(func=run_convert)
-    return parser
-
-
-def run_convert(args: argparse.Namespace) -> int:
-    """Run `codealign convert`; prints a summary. 0 ok, 1 nothing converted, 2 error."""
-    skipped: list[str] = []
-
-    def on_skip(label: str, err: Exception) -> None:
-        skipped.append(label)
-        tqdm.write(f"convert: skipped {label}: {err}", file=sys.stderr)
-
-    try:
-        frames = iter_dataset_frames(args.dataset, args.root, args.scenario, args.skip_bad,
-                                     on_skip, split=args.split)
-        stats = write_bag(frames, args.out, storage=args.storage,
-                          progress=getattr(args, "progress", True))
-    except (DatasetError, WriterError, ValueError) as err:
-        print(f"convert: error: {err}", file=sys.stderr)
-        return 2
-    print(f"convert: wrote {args.out} ({args.storage})\n"
-          f"  frames:    {stats.frames} ({len(skipped)} skipped), "
-          f"{stats.agent_seconds:.1f} agent-seconds, {stats.duration_s:.1f} s bag time\n"
-          f"  messages:  {stats.messages}\n"
-          f"  size:      {stats.bytes / 1e6:.1f} MB, "
-          f"{stats.bytes_per_agent_second / 1e6:.2f} MB per agent-second\n"
-          f"  speed:     {stats.frames_per_s:.1f} frames/s")
-    if not stats.frames:
-        print("convert: no frames converted", file=sys.stderr)
-        return 1
-    return 0

@@ -57,45 +57,74 @@ def as_dair(frame: CooperativeFrame) -> CooperativeFrame:
     return dataclasses.replace(frame, agents=agents)
 
 
-def generate(args: argparse.Namespace) -> Iterator[CooperativeFrame]:
+@dataclasses.dataclass(frozen=True)
+class SynthConfig:
+    """What `codealign synth` generates (the CLI flags, typed)."""
+
+    out: Path
+    format: str = "opv2v"
+    scenes: int = 1
+    frames: int = 20
+    agents: int = 3
+    seed: int = 0
+    world: str | None = None
+    beams: int = 64
+    image_size: tuple[int, int] = (160, 120)
+    rsu: bool = False
+    split: str = "train"
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "SynthConfig":
+        """The config of parsed `codealign synth` arguments."""
+        return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
+                      if hasattr(args, f.name)})
+
+
+def generate(config: SynthConfig) -> Iterator[CooperativeFrame]:
     """All frames of all scenarios, in order."""
     from codealign_ros.data.world import World, WorldConfig
 
-    dair = args.format == "dairv2x"
-    config = WorldConfig(seed=args.seed, agents=2 if dair else args.agents,
-                         rsu=args.rsu or dair, beams=args.beams, image_size=args.image_size,
-                         world=getattr(args, "world", None))
-    for scene in range(args.scenes):
-        name = f"synth_s{args.seed}_{scene:03d}"
-        for frame in World(config, scene).frames(args.frames, name):
+    dair = config.format == "dairv2x"
+    world = WorldConfig(seed=config.seed, agents=2 if dair else config.agents,
+                        rsu=config.rsu or dair, beams=config.beams,
+                        image_size=config.image_size, world=config.world)
+    for scene in range(config.scenes):
+        name = f"synth_s{config.seed}_{scene:03d}"
+        for frame in World(world, scene).frames(config.frames, name):
             yield as_dair(frame) if dair else frame
 
 
-def run_synth(args: argparse.Namespace) -> int:
-    """Generate and write the dataset; prints throughput."""
-    if args.scenes < 1 or args.frames < 1:
+def synthesize(config: SynthConfig, progress: bool = True) -> int:
+    """Generate and write the dataset of `config`; prints throughput. SystemExit on bad
+    settings."""
+    if config.scenes < 1 or config.frames < 1:
         raise SystemExit("synth: --scenes and --frames must be >= 1")
     from codealign_ros.data.world_presets import world_names
 
-    if args.world is not None and args.world not in world_names():
-        raise SystemExit(f"synth: unknown --world {args.world!r}; choose from "
+    if config.world is not None and config.world not in world_names():
+        raise SystemExit(f"synth: unknown --world {config.world!r}; choose from "
                          f"{', '.join(world_names())} (config/worlds.yaml)")
-    start, total = time.perf_counter(), args.scenes * args.frames
-    frames = tqdm(generate(args), total=total, unit="frame", disable=args.no_progress,
-                  desc=f"synth {args.format}")
-    if args.format == "opv2v":
+    start, total = time.perf_counter(), config.scenes * config.frames
+    frames = tqdm(generate(config), total=total, unit="frame", disable=not progress,
+                  desc=f"synth {config.format}")
+    if config.format == "opv2v":
         from codealign_ros.data.opv2v import write_opv2v_frame
 
         for frame in frames:
-            write_opv2v_frame(args.out, args.split, frame)
+            write_opv2v_frame(config.out, config.split, frame)
     else:
         from codealign_ros.data.dairv2x import DairWriter
 
-        rng = np.random.default_rng(args.seed)  # DAIR's infrastructure calibration error
-        with DairWriter(args.out) as writer:
+        rng = np.random.default_rng(config.seed)  # DAIR's infrastructure calibration error
+        with DairWriter(config.out) as writer:
             for index, frame in enumerate(frames):
                 writer.add(frame, index, system_error_offset=tuple(rng.normal(0.0, 0.3, 2)))
     elapsed = time.perf_counter() - start
-    print(f"synth: {total} frames ({args.format}) in {elapsed:.1f} s = "
-          f"{total / elapsed:.2f} frames/s -> {args.out}")
+    print(f"synth: {total} frames ({config.format}) in {elapsed:.1f} s = "
+          f"{total / elapsed:.2f} frames/s -> {config.out}")
     return 0
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    """`codealign synth`: `synthesize` with the parsed arguments."""
+    return synthesize(SynthConfig.from_args(args), progress=not args.no_progress)

@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from codealign_ros.errors import CodeAlignError
+
 NS_PER_S = 1_000_000_000
 
 
@@ -67,8 +69,10 @@ class CooperativeFrame:
         return next(iter(self.agents))
 
 
-class DatasetError(ValueError):
+class DatasetError(CodeAlignError, ValueError):
     """A dataset file is missing or malformed; the message names the file."""
+
+    reason = "dataset"
 
     def __init__(self, path: object, problem: str) -> None:
         super().__init__(f"{path}: {problem}")

@@ -24,7 +24,7 @@ import numpy as np
 from codealign_ros.core.geometry import box_corners, rt_to_matrix, wrap_angle, yaw_matrix
 from codealign_ros.data.sensors import Scene, intrinsic_from_fov, lidar_scan, render_camera
 from codealign_ros.data.types import NS_PER_S, AgentFrame, CameraFrame, CooperativeFrame, agent_name
-from codealign_ros.data.world_presets import WorldPreset, default_world, load_world
+from codealign_ros.data.world_presets import SIZES, WorldPreset, default_world, load_world
 
 LANE_WIDTH = 3.5
 ROAD_HALF_WIDTH = 2 * LANE_WIDTH  # 2 lanes per direction
@@ -39,9 +39,6 @@ SCENARIO_STAMP_STEP_S = 1000
 VEHICLE_LIDAR_HEIGHT = 1.9
 CAMERA_HFOV_DEG = 100.0
 CAMERA_RANGE = 150.0
-# class: (length, width, height) low and high; background traffic mix.
-SIZES = {"car": ((4.2, 1.8, 1.4), (4.9, 2.0, 1.6)), "van": ((5.0, 1.95, 1.9), (5.4, 2.1, 2.3)),
-         "truck": ((8.0, 2.4, 3.0), (10.0, 2.6, 3.4))}
 REFLECTIVITY = {"vehicle": 0.55, "building": 0.30, "wall": 0.25}
 # Camera mounts (x, y, z offset from the LiDAR, yaw deg, pitch-down deg): front, right, left, back.
 VEHICLE_CAMERAS = [(1.0, 0.0, -0.2, 0.0, 0.0), (0.0, -0.6, -0.2, -90.0, 0.0),

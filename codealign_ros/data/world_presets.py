@@ -6,7 +6,11 @@ from typing import Any
 
 from codealign_ros.config import ConfigError, lookup
 
-__all__ = ["WorldPreset", "ParkedPreset", "world_names", "default_world", "load_world"]
+__all__ = ["SIZES", "WorldPreset", "ParkedPreset", "world_names", "default_world", "load_world"]
+
+# Vehicle class: (length, width, height) low and high.
+SIZES = {"car": ((4.2, 1.8, 1.4), (4.9, 2.0, 1.6)), "van": ((5.0, 1.95, 1.9), (5.4, 2.1, 2.3)),
+         "truck": ((8.0, 2.4, 3.0), (10.0, 2.6, 3.4))}
 
 
 def _pair(value: Any, what: str) -> tuple[float, float]:
@@ -17,8 +21,6 @@ def _pair(value: Any, what: str) -> tuple[float, float]:
 
 
 def _mix(value: dict[str, float], what: str) -> dict[str, float]:
-    from codealign_ros.data.world import SIZES
-
     unknown = set(value) - set(SIZES)
     total = sum(value.values())
     if unknown or abs(total - 1.0) > 1e-6 or min(value.values()) < 0:

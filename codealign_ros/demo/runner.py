@@ -37,6 +37,7 @@ import numpy as np
 from codealign_ros.config import config_dir, lookup, topic
 from codealign_ros.demo.animation import PICTURE_TOP
 from codealign_ros.launch_graph import NodeSpec, format_agents, load_graph, parse_agents
+from codealign_ros.errors import CodeAlignError
 
 GRAPH = "demo"
 DEFAULT_SEED = 191
@@ -50,8 +51,10 @@ PROFILES_ENV = "FASTDDS_DEFAULT_PROFILES_FILE"
 FASTDDS_FILE = "fastdds.xml"  # config/: the shared-memory profile (see its comment)
 
 
-class DemoError(RuntimeError):
+class DemoError(CodeAlignError, RuntimeError):
     """The demo could not run (missing weights, the graph failed, no detections)."""
+
+    reason = "demo"
 
 
 @dataclasses.dataclass
@@ -94,7 +97,8 @@ def sensor_subscriptions(modality: str) -> int:
 
 def check_models(model_dir: str, profile: str, agents: list[tuple[str, str]]) -> None:
     """DemoError naming the weight files the graph needs and `model_dir` lacks."""
-    from codealign_ros.models.store import ModelStore, group_of
+    from codealign_ros.config.groups import group_of
+    from codealign_ros.models.store import ModelStore
 
     store, ego_group = ModelStore(model_dir, profile), group_of(agents[0][1])
     names = {f"base_{m}" for _, m in agents}
@@ -190,7 +194,7 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
     from codealign_ros.demo.scene import SceneSpec, read_truth, scene_bag
     from codealign_ros.demo.summary import summarize
     from codealign_ros.demo.viz_configs import write_configs
-    from codealign_ros.models.profile import load_profile
+    from codealign_ros.config.profiles import load_profile
 
     if opts.frames < 2 or opts.rate <= 0:
         raise DemoError("--frames must be >= 2 and --rate > 0")
@@ -243,7 +247,7 @@ def ensure_export(opts: DemoOptions) -> None:
 
     if opts.backend not in DEPLOY_KINDS or export_fresh(opts.model_dir, opts.profile):
         return
-    from codealign_ros.pipeline.export import export_all
+    from codealign_ros.pipeline.stages import export_all
 
     print(f"demo: exporting the ONNX stages of {opts.model_dir} (once)", flush=True)
     export_all(Path(opts.model_dir), profile=opts.profile)

@@ -1,8 +1,8 @@
 """The demo scene: a generated mini-V2X scenario as a rosbag2 (cached), and its ground truth.
 
-`scene_bag` runs `codealign synth` (OPV2V layout, one test scenario) and `codealign convert`
-(MCAP) into data/demo/<key>/, keyed by the generator arguments; a directory whose stamp
-matches is reused. `read_truth` / `read_points` read the bag back without ROS (rosbags).
+`scene_bag` runs `data.synth.synthesize` (OPV2V layout, one test scenario) and
+`data.convert.convert` (MCAP) into data/demo/<key>/, keyed by the generator settings; a
+directory whose stamp matches is reused. `read_truth` / `read_points` read the bag back without ROS (rosbags).
 """
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ import numpy as np
 
 from codealign_ros.config import topic
 from codealign_ros.core.codemap import GridPose
+from codealign_ros.data.synth import SynthConfig
 from codealign_ros.data.types import AgentFrame, CooperativeFrame
+from codealign_ros.errors import CodeAlignError
 
 STAMP = ".generated"
 BAG_FORMAT = "tf1"  # bumped when `codealign convert` writes new topics: regenerates the cache
@@ -24,8 +26,10 @@ SPLIT = "test"
 POINT_FIELDS = ("x", "y", "z", "intensity")
 
 
-class SceneError(ValueError):
+class SceneError(CodeAlignError, ValueError):
     """The demo scene could not be generated or read."""
+
+    reason = "scene"
 
 
 @dataclass(frozen=True)
@@ -42,25 +46,23 @@ class SceneSpec:
         """Cache directory name."""
         return f"s{self.seed}_f{self.frames}_a{self.agents}{'_rsu' if self.rsu else ''}"
 
-    def synth_argv(self, out: Path) -> list[str]:
-        """`codealign synth` arguments writing into `out`."""
-        argv = ["synth", "--out", str(out), "--format", "opv2v", "--scenes", "1",
-                "--frames", str(self.frames), "--agents", str(self.agents),
-                "--seed", str(self.seed), "--split", SPLIT, "--no-progress"]
-        return argv + (["--rsu"] if self.rsu else [])
+    def synth_config(self, out: Path) -> SynthConfig:
+        """`codealign synth` settings writing into `out`."""
+        return SynthConfig(out=Path(out), format="opv2v", scenes=1, frames=self.frames,
+                           agents=self.agents, seed=self.seed, rsu=self.rsu, split=SPLIT)
 
-
-def _cli(argv: list[str]) -> int:
-    from codealign_ros.cli import build_parser
-
-    args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    def stamp(self) -> str:
+        """Cache stamp: the generator settings and the bag format."""
+        return f"{self.synth_config(Path('<out>'))!r} bag {BAG_FORMAT}"
 
 
 def scene_bag(spec: SceneSpec, root: Path | str = "data/demo") -> Path:
     """The rosbag2 of `spec` under `root`/<key>/bag, generated when missing or stale."""
     final = Path(root) / spec.key
-    stamp = " ".join([*spec.synth_argv(Path("<out>")), "bag", BAG_FORMAT])
+    from codealign_ros.data.convert import ConvertConfig, convert
+    from codealign_ros.data.synth import synthesize
+
+    stamp = spec.stamp()
     if (final / STAMP).is_file() and (final / STAMP).read_text() == stamp \
             and (final / "bag").is_dir():
         return final / "bag"
@@ -69,10 +71,10 @@ def scene_bag(spec: SceneSpec, root: Path | str = "data/demo") -> Path:
     tmp.mkdir(parents=True)
     try:
         print(f"demo: generating the scene {spec.key} into {final}", flush=True)
-        if _cli(spec.synth_argv(tmp / "opv2v")) != 0:
+        if synthesize(spec.synth_config(tmp / "opv2v"), progress=False) != 0:
             raise SceneError(f"codealign synth failed for {spec}")
-        if _cli(["convert", "--dataset", "opv2v", "--root", str(tmp / "opv2v"), "--split",
-                 SPLIT, "--out", str(tmp / "bag"), "--no-progress"]) != 0:
+        if convert(ConvertConfig("opv2v", tmp / "opv2v", tmp / "bag", split=SPLIT),
+                   progress=False) != 0:
             raise SceneError(f"codealign convert failed for {spec}")
         (tmp / STAMP).write_text(stamp)
         shutil.rmtree(final, ignore_errors=True)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from codealign_ros.core import detect as core_detect
-from codealign_ros.models.warp import BevGrid
+from codealign_ros.config.grid import BevGrid
 
 __all__ = ["DEFAULT_DIR_OFFSET", "BoxCoder", "assign_targets", "build_targets",
            "direction_targets", "limit_period", "make_anchors", "occupancy_targets",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from codealign_ros.models.backend import DetectionBackend
+from codealign_ros.models.detector import DetectionBackend
 from codealign_ros.models.codebook import Codebook
 from codealign_ros.models.translator import UnifiedCodeTranslator
 

@@ -14,8 +14,8 @@ import numpy as np
 
 from codealign_ros import config
 from codealign_ros.data.types import AgentFrame, CameraFrame
-from codealign_ros.models.modalities import ENCODERS, encoder_kind, modality_spec
-from codealign_ros.models.profile import Profile
+from codealign_ros.config.modalities import ENCODERS, encoder_kind, modality_spec
+from codealign_ros.config.profiles import Profile
 from codealign_ros.models.voxelize import voxelize
 
 if TYPE_CHECKING:  # torch only for `collate` (training); deploy nodes use collate_arrays

@@ -15,19 +15,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from codealign_ros.train.cli import group_of, groups
 from codealign_ros.models.adapter import Adapter
-from codealign_ros.models.backend import DetectionBackend
+from codealign_ros.models.detector import DetectionBackend
 from codealign_ros.models.codebook import Codebook
 from codealign_ros.models.encoders import build_encoder
-from codealign_ros.models.profile import Profile, load_profile
+from codealign_ros.config.profiles import Profile, load_profile
 from codealign_ros.models.translator import UnifiedCodeTranslator
+from codealign_ros.errors import CodeAlignError
 
-__all__ = ["ModelStore", "ModelStoreError", "save_component", "groups", "group_of"]
+__all__ = ["ModelStore", "ModelStoreError", "save_component"]
 
 
-class ModelStoreError(FileNotFoundError):
+class ModelStoreError(CodeAlignError, FileNotFoundError):
     """A component is missing or does not fit the profile; the message names the file."""
+
+    reason = "model_store"
 
 
 def save_component(path: Path, kind: str, state: dict[str, Any], meta: dict[str, Any]) -> None:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from codealign_ros.models.codebook import Codebook
+from codealign_ros.errors import CodeAlignError
 
 __all__ = [
     "VARIANTS", "UnknownTargetError", "ConvNeXtBlock", "ChannelGate", "Trunk", "CodeHead",
@@ -32,11 +33,10 @@ __all__ = [
 VARIANTS = ("uct", "multi_head", "one_to_one")
 
 
-class UnknownTargetError(KeyError):
+class UnknownTargetError(CodeAlignError, KeyError):
     """A target group the translator does not know; the message lists the known ones."""
 
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
+    reason = "unknown_target"
 
 
 class ConvNeXtBlock(nn.Module):

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from codealign_ros.core import grid as np_grid
-from codealign_ros.core.grid import BevGrid
+from codealign_ros.config.grid import BevGrid
 
 
 ArrayLike = Union[torch.Tensor, np.ndarray]

@@ -32,6 +32,7 @@ from rosgraph_msgs.msg import Clock
 from codealign_ros.config import topic
 from codealign_ros.ros.qos import qos_profile
 from codealign_ros.ros.runner import run_node
+from codealign_ros.errors import CodeAlignError
 
 NS_PER_S = 1_000_000_000
 CLOCK_TOPIC = "/clock"  # the ROS convention for simulated time
@@ -45,8 +46,10 @@ SETTLE_S = 1.0  # after subscribers matched, let their side of discovery finish
 ACK_TIMEOUT_S = 2.0  # at the end, wait this long for reliable readers to acknowledge
 
 
-class BagError(Exception):
+class BagError(CodeAlignError):
     """Not a readable ROS 2 bag, or options that do not fit it."""
+
+    reason = "bag"
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from rclpy.node import Node
 from codealign_ros.config import frame, lookup, topic
 from codealign_ros.core.codemap import (CodeMap, Encoding, GridPose, codebook_hash,
                                         realistic_code_map)
-from codealign_ros.models.warp import BevGrid
+from codealign_ros.config.profiles import load_profile
 from codealign_ros.ros.codemap_msg import codemap_to_msg
 from codealign_ros.ros.qos import qos_profile
 from codealign_ros.ros.runner import run_node
@@ -41,7 +41,7 @@ class CodeMapSource(Node):
         p = self._declare_parameters()
         self.agent_id = p["agent_id"]
         bits = int(lookup("codemap", "codebook_bits"))
-        grid = BevGrid.from_config(p["profile"])
+        grid = load_profile(p["profile"]).grid
         self.encoding = Encoding[p["encoding"].upper()]
         self.count, self.sent, self.wait_for = p["count"], 0, p["wait_for_subscribers"]
         self.speed, self.matched_at = p["speed_mps"], None

@@ -43,7 +43,7 @@ from codealign_msgs.msg import Detection3DArray
 from codealign_ros.config import ConfigError, frame, topic
 from codealign_ros.core.codemap import CodeMap, CodeMapError
 from codealign_ros.core.stats import DropCounter
-from codealign_ros.nodes.vehicle_node import RateLimitedLog, diagnostic_status
+from codealign_ros.ros.diagnostics import RateLimitedLog, diagnostic_status
 from codealign_ros.pipeline import PipelineError, ReceiverPipeline, ReceiverResult, drop_reason
 from codealign_ros.pipeline.transport import LatestWins, Worker, ledger
 from codealign_ros.ros import markers

@@ -30,7 +30,7 @@ import time
 from typing import Any
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -45,6 +45,7 @@ from codealign_ros.data.types import CameraFrame
 from codealign_ros.pipeline import PipelineError, VehiclePipeline
 from codealign_ros.pipeline.transport import LatestWins, Worker
 from codealign_ros.ros.codemap_msg import codemap_to_msg
+from codealign_ros.ros.diagnostics import RateLimitedLog, diagnostic_status
 from codealign_ros.ros.errors import MalformedMessageError
 from codealign_ros.ros.image import image_to_rgb
 from codealign_ros.ros.pointcloud import pointcloud2_to_xyzi
@@ -58,28 +59,6 @@ from codealign_ros.ros.sync import header_stamp_ns, make_synchronizer
 DEFAULTS = {"agent_id": "cav_1", "modality": "m1", "model_dir": "models/mini", "profile": "",
             "backend": "auto", "encoding": "zstd", "cache_dir": "", "slop_s": 0.05,
             "queue_size": 10, "threads": 0, "publish_tf": False}
-
-
-class RateLimitedLog:
-    """Logs each key at most once per `period_s` (per drop reason)."""
-
-    def __init__(self, logger: Any, period_s: float = 1.0) -> None:
-        self.logger, self.period, self.last = logger, period_s, {}
-
-    def warning(self, key: str, text: str) -> None:
-        now = time.monotonic()
-        if now - self.last.get(key, -1e9) >= self.period:
-            self.last[key] = now
-            self.logger.warning(text)
-
-
-def diagnostic_status(name: str, agent: str, values: dict[str, Any], problem: str = ""
-                      ) -> DiagnosticStatus:
-    """An OK (or WARN with `problem`) status with `values` as key/value strings."""
-    level = DiagnosticStatus.WARN if problem else DiagnosticStatus.OK
-    return DiagnosticStatus(level=level, name=name, hardware_id=agent,
-                            message=problem or "OK",
-                            values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
 
 
 def grid_pose(msg: PoseStamped) -> GridPose:

@@ -9,7 +9,7 @@ import importlib
 from typing import Any
 
 _WHERE = {
-    "PipelineError": "export", "export_all": "export", "stage_backend": "export",
+    "PipelineError": "stages", "export_all": "stages", "stage_backend": "stages",
     "DROP_REASONS": "receiver", "ReceiverPipeline": "receiver", "ReceiverResult": "receiver",
     "drop_reason": "receiver",
     "SpaceInfo": "vehicle", "VehiclePipeline": "vehicle", "VehicleResult": "vehicle",

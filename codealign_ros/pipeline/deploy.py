@@ -5,8 +5,7 @@ space's bits and codebook hash, each UCT's targets (and the codebook hashes it w
 against), and per stage its ONNX file and the sha256 of every component file it was built
 from. `DeploySource` reads only that file, the ONNX files (+ sidecars) and config/*.yaml: a
 vehicle or receiver node on `onnxruntime` / `tensorrt` then never imports torch.
-`TorchSource` (the `torch` backend, or when the export is missing / stale) builds stages from
-the .pt components and exports them on demand, as before. `open_source` picks one.
+`pipeline.sources` adds the PyTorch fallback and `open_source`, which picks one.
 """
 from __future__ import annotations
 
@@ -17,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from codealign_ros.models.profile import Profile, load_profile
+from codealign_ros.config.profiles import Profile, load_profile
+from codealign_ros.errors import CodeAlignError
 
 if TYPE_CHECKING:
     from codealign_ros.models.store import ModelStore
@@ -32,8 +32,10 @@ DEPLOY_KINDS = ("auto", "onnxruntime", "tensorrt")  # backends that can run with
 LOG = logging.getLogger("codealign.pipeline")
 
 
-class DeployError(RuntimeError):
+class DeployError(CodeAlignError, RuntimeError):
     """The export cannot serve a stage (missing, stale, another profile)."""
+
+    reason = "deploy"
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ class SpaceInfo:
 @dataclass(frozen=True)
 class StageRequest:
     """One deployable stage: vehicle (modality, targets), translator (source, target) or
-    receiver (group); `name` is its file stem (pipeline.export)."""
+    receiver (group); `name` is its file stem (pipeline.stages)."""
 
     kind: str
     args: tuple[Any, ...]
@@ -139,44 +141,8 @@ class DeploySource:
                               threads=threads)
 
 
-class TorchSource:
-    """Stages built from the .pt components (PyTorch), exported on demand for ONNX kinds."""
-
-    torch_free = False
-
-    def __init__(self, model_dir: Path | str, profile: str | None = None,
-                 cache_dir: Path | str | None = None) -> None:
-        from codealign_ros.models.store import ModelStore
-
-        self.store: ModelStore = ModelStore(model_dir, profile)
-        self.root, self.profile = self.store.root, self.store.profile
-        self.cache = Path(cache_dir) if cache_dir else None
-        self.spaces = _store_spaces(self.store)
-
-    @property
-    def grid(self) -> Any:
-        return self.profile.grid
-
-    def translator_targets(self, source: str) -> dict[str, int]:
-        from codealign_ros.pipeline.export import translator_targets
-
-        return translator_targets(self.store, source)
-
-    def trained_hash(self, source: str, target: str) -> str | None:
-        return self.store.meta(f"uct_{source}").get("target_hashes", {}).get(target)
-
-    def backend(self, request: StageRequest, kind: str, logger: logging.Logger | None = None,
-                threads: int | None = None) -> InferenceBackend:
-        from codealign_ros.pipeline import export
-
-        build = {"vehicle": export.vehicle_spec, "translator": export.translator_spec,
-                 "receiver": export.receiver_spec}[request.kind]
-        return export.stage_backend(self.store, build(self.store, *request.args), kind,
-                                    self.cache, logger, threads)
-
-
 def _store_spaces(store: ModelStore) -> dict[str, SpaceInfo]:
-    from codealign_ros.models.store import groups
+    from codealign_ros.config.groups import groups
 
     out = {}
     for g in groups():
@@ -184,44 +150,6 @@ def _store_spaces(store: ModelStore) -> dict[str, SpaceInfo]:
             cb = store.codebook(g)
             out[g] = SpaceInfo(cb.bits, cb.weights_hash())
     return out
-
-
-class FallbackSource(DeploySource):
-    """A DeploySource that builds a stage the export cannot serve (not exported, e.g. a D2C
-    target subset, or stale) with PyTorch instead, logged; `torch_free` tells which."""
-
-    def __init__(self, model_dir: Path | str, profile: str | None = None,
-                 cache_dir: Path | str | None = None,
-                 logger: logging.Logger | None = None) -> None:
-        super().__init__(model_dir, profile, cache_dir)
-        self._args = (model_dir, profile, cache_dir)
-        self._torch: TorchSource | None = None
-        self.log = logger or LOG
-
-    def backend(self, request: StageRequest, kind: str, logger: logging.Logger | None = None,
-                threads: int | None = None) -> InferenceBackend:
-        try:
-            return super().backend(request, kind, logger, threads)
-        except DeployError as exc:
-            self.log.info("%s; building it with PyTorch", exc)
-        if self._torch is None:
-            self._torch = TorchSource(*self._args)
-            self.torch_free = False
-        return self._torch.backend(request, kind, logger, threads)
-
-
-def open_source(model_dir: Path | str, profile: str | None, backend: str,
-                cache_dir: Path | str | None = None,
-                logger: logging.Logger | None = None) -> DeploySource | TorchSource:
-    """The export (torch-free, PyTorch only for stages it lacks) for ONNX backends when one
-    exists, else TorchSource (logged)."""
-    log = logger or LOG
-    if backend in DEPLOY_KINDS:
-        try:
-            return FallbackSource(model_dir, profile, cache_dir, log)
-        except DeployError as exc:
-            log.info("deploy export unusable, building stages with PyTorch: %s", exc)
-    return TorchSource(model_dir, profile, cache_dir)
 
 
 def export_fresh(model_dir: Path | str, profile: str | None = None,

@@ -46,14 +46,15 @@ from typing import Any
 
 import numpy as np
 
-from codealign_ros.config import lookup
+from codealign_ros.config import ConfigError, lookup
 from codealign_ros.core.codemap import CodeMap, CodeMapError
 from codealign_ros.core.detect import PostConfig, make_anchors, postprocess
 from codealign_ros.core.grid import normalized_affine, relative_transform
 from codealign_ros.core.stats import DropCounter
-from codealign_ros.pipeline.deploy import SpaceInfo, StageRequest, open_source
-from codealign_ros.pipeline.export import PipelineError, space_output
-from codealign_ros.train.cli import group_of
+from codealign_ros.pipeline.deploy import SpaceInfo, StageRequest
+from codealign_ros.pipeline.sources import open_source
+from codealign_ros.pipeline.stages import PipelineError, space_output
+from codealign_ros.config.groups import group_of
 
 __all__ = ["DROP_REASONS", "ReceiverPipeline", "ReceiverResult", "drop_reason"]
 
@@ -120,8 +121,8 @@ class ReceiverPipeline:
         self.ego_id, self.ego_modality = ego_agent_id, ego_modality
         try:
             self.ego_group = group_of(ego_modality)
-        except KeyError as exc:
-            raise PipelineError("config", str(exc).strip('"')) from exc
+        except ConfigError as exc:
+            raise PipelineError("config", str(exc)) from exc
         self.spaces: dict[str, SpaceInfo] = dict(self.source.spaces)
         if self.ego_group not in self.spaces:
             raise PipelineError("config", f"no code space {self.ego_group} in "

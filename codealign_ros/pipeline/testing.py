@@ -12,11 +12,12 @@ from typing import Sequence
 import torch
 
 from codealign_ros.models.adapter import Adapter
-from codealign_ros.models.backend import DetectionBackend
+from codealign_ros.models.detector import DetectionBackend
 from codealign_ros.models.codebook import Codebook
 from codealign_ros.models.encoders import build_encoder
-from codealign_ros.models.profile import Profile, load_profile
-from codealign_ros.models.store import group_of, groups, save_component
+from codealign_ros.config.profiles import Profile, load_profile
+from codealign_ros.config.groups import group_of, groups
+from codealign_ros.models.store import save_component
 from codealign_ros.models.translator import UnifiedCodeTranslator
 
 __all__ = ["make_random_store"]

@@ -21,15 +21,16 @@ from typing import Sequence
 
 import numpy as np
 
-from codealign_ros.config import frame
+from codealign_ros.config import ConfigError, frame
 from codealign_ros.core.codemap import CodeMap, GridPose
 from codealign_ros.data.types import AgentFrame, CameraFrame
 from codealign_ros.models.inputs import (collate_arrays, encoder_inputs, synthetic_points,
                                          synthetic_rig)
-from codealign_ros.models.modalities import modality_spec
-from codealign_ros.pipeline.deploy import SpaceInfo, StageRequest, open_source
-from codealign_ros.pipeline.export import PipelineError, space_output
-from codealign_ros.train.cli import group_of
+from codealign_ros.config.modalities import modality_spec
+from codealign_ros.pipeline.deploy import SpaceInfo, StageRequest
+from codealign_ros.pipeline.sources import open_source
+from codealign_ros.pipeline.stages import PipelineError, space_output
+from codealign_ros.config.groups import group_of
 
 __all__ = ["SpaceInfo", "VehiclePipeline", "VehicleResult"]
 
@@ -59,8 +60,8 @@ class VehiclePipeline:
         try:
             self.group = group_of(modality)
             self.num_cameras = modality_spec(modality).get("cameras")
-        except (KeyError, ValueError) as exc:
-            raise PipelineError("config", str(exc).strip('"')) from exc
+        except (ConfigError, ValueError) as exc:  # no group / unknown modality
+            raise PipelineError("config", str(exc)) from exc
         self.targets = tuple(dict.fromkeys(t for t in translate_to if t and t != self.group))
         self.spaces = self._spaces()
         self.backend = self.source.backend(StageRequest("vehicle", (modality, self.targets)),

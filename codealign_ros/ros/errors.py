@@ -1,8 +1,10 @@
 """Errors raised when a ROS message cannot be decoded."""
 from __future__ import annotations
 
+from codealign_ros.errors import CodeAlignError
 
-class MalformedMessageError(ValueError):
+
+class MalformedMessageError(CodeAlignError, ValueError):
     """A message whose layout is inconsistent or unsupported.
 
     ``reason`` is a short machine key ("fields", "point_step", "data_size",

@@ -6,24 +6,23 @@ import importlib.util
 import logging
 import sys
 import time
-from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from codealign_ros.runtime.export import as_output_list, load_sidecar
+from codealign_ros.runtime.base import (LOGGER_NAME, BackendError, InferenceBackend, TensorSpec,
+                                        specs_from_sidecar, static_dims)
+from codealign_ros.runtime.export import ExportError, as_output_list, load_sidecar
 
 if TYPE_CHECKING:  # torch only for the torch backend: ONNX Runtime nodes never import it
     from torch import nn
 
 __all__ = [
     "BackendError", "TensorSpec", "InferenceBackend", "TorchBackend", "OnnxRuntimeBackend",
-    "available_backends", "create_backend", "compare_outputs", "specs_from_sidecar",
+    "available_backends", "create_backend", "compare_outputs", "specs_from_sidecar", "verify_onnx",
 ]
 
-LOGGER_NAME = "codealign.runtime"
 KINDS = ("auto", "tensorrt", "onnxruntime", "torch")
 DEVICES = ("auto", "cpu", "cuda")
 # Preference order of ``backend: auto`` (best first), with the labels of available_backends().
@@ -35,85 +34,6 @@ _ORT_TYPES = {
     "tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(uint16)": np.uint16,
     "tensor(bool)": np.bool_,
 }
-
-
-class BackendError(ValueError):
-    """A backend is unavailable, failed to load, or was given bad inputs."""
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """Expected dtype and shape of one input; None means "any" (whole dtype/shape or one dim)."""
-
-    name: str
-    dtype: np.dtype | None = None
-    shape: tuple[int | None, ...] | None = None
-
-    def check(self, value: Any) -> None:
-        """Raise :class:`BackendError` naming this input when ``value`` does not fit."""
-        if not isinstance(value, np.ndarray):
-            kind = type(value).__name__
-            raise BackendError(f"input {self.name!r} must be a numpy array, got {kind}")
-        if self.dtype is not None and value.dtype != self.dtype:
-            raise BackendError(
-                f"input {self.name!r} has dtype {value.dtype}, expected {self.dtype}")
-        if self.shape is None:
-            return
-        fits = len(value.shape) == len(self.shape) and all(
-            want is None or want == got for want, got in zip(self.shape, value.shape))
-        if not fits:
-            want = "(" + ", ".join("?" if d is None else str(d) for d in self.shape) + ")"
-            raise BackendError(
-                f"input {self.name!r} has shape {tuple(value.shape)}, expected {want}")
-
-
-def specs_from_sidecar(sidecar: dict[str, Any]) -> dict[str, TensorSpec]:
-    """Input specs from an export sidecar (dim names of dynamic axes become None)."""
-    return {i["name"]: TensorSpec(i["name"], np.dtype(i["dtype"]), _static_dims(i["shape"]))
-            for i in sidecar["inputs"]}
-
-
-def _static_dims(shape: list[Any]) -> tuple[int | None, ...]:
-    """Shape with dynamic dims (names, None, <= 0) as None."""
-    return tuple(d if isinstance(d, int) and d > 0 else None for d in shape)
-
-
-class InferenceBackend(ABC):
-    """``backend(inputs: dict[name, ndarray]) -> dict[name, ndarray]``; ``last_ms`` = wall time."""
-
-    name: str = "abstract"
-    device: str = "cpu"
-
-    def __init__(self, input_names: list[str], output_names: list[str],
-                 input_specs: dict[str, TensorSpec] | None = None) -> None:
-        self.input_names, self.output_names = list(input_names), list(output_names)
-        self.input_specs = {n: (input_specs or {}).get(n, TensorSpec(n)) for n in self.input_names}
-        self.last_ms = float("nan")
-
-    def validate(self, inputs: dict[str, Any]) -> None:
-        """Raise :class:`BackendError` naming the first missing, unknown or ill-shaped input."""
-        unknown = [n for n in inputs if n not in self.input_specs]
-        if unknown:
-            raise BackendError(f"unknown input {unknown[0]!r} (expected {self.input_names})")
-        missing = [n for n in self.input_names if n not in inputs]
-        if missing:
-            raise BackendError(f"missing input {missing[0]!r} (expected {self.input_names})")
-        for name in self.input_names:
-            self.input_specs[name].check(inputs[name])
-
-    def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        self.validate(inputs)
-        start = time.perf_counter()
-        outputs = self._run(inputs)
-        self.last_ms = (time.perf_counter() - start) * 1e3
-        return outputs
-
-    @abstractmethod
-    def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Inference on validated inputs."""
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(device={self.device!r}, inputs={self.input_names})"
 
 
 class TorchBackend(InferenceBackend):
@@ -171,7 +91,7 @@ class OnnxRuntimeBackend(InferenceBackend):
                 f"onnxruntime could not enable {providers[0]} (CUDA libraries missing?)")
         self.device, self.onnx_path = device, Path(onnx_path)
         ins, outs = self.session.get_inputs(), self.session.get_outputs()
-        specs = {i.name: TensorSpec(i.name, _ort_dtype(i.type), _static_dims(i.shape)) for i in ins}
+        specs = {i.name: TensorSpec(i.name, _ort_dtype(i.type), static_dims(i.shape)) for i in ins}
         super().__init__([i.name for i in ins], [o.name for o in outs], specs)
 
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -354,3 +274,21 @@ def _build(kind: str, device: str, path: Path | None, factory: Callable[[], nn.M
         return OnnxRuntimeBackend(path, device=device, threads=threads)
     assert factory is not None and ins and outs
     return TorchBackend(factory(), ins, outs, device=device, input_specs=specs)
+
+
+def verify_onnx(module: nn.Module, example_inputs: dict[str, Any], onnx_path: Path | str,
+                atol: float = 1e-4, rtol: float = 1e-4) -> float:
+    """Run ONNX Runtime (CPU) and PyTorch on the same inputs; max abs error of float outputs.
+
+    Integer/bool outputs must match exactly. Raises :class:`ExportError` on any disagreement.
+    """
+    ort_backend = OnnxRuntimeBackend(onnx_path, device="cpu")
+    feed = {n: t.detach().cpu().numpy() for n, t in example_inputs.items()}
+    was_training = module.training
+    try:
+        torch_backend = TorchBackend(module, list(example_inputs), ort_backend.output_names)
+        return compare_outputs(torch_backend(feed), ort_backend(feed), atol=atol, rtol=rtol)
+    except ValueError as exc:
+        raise ExportError(f"{onnx_path} disagrees with PyTorch: {exc}") from exc
+    finally:
+        module.train(was_training)

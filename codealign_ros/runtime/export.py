@@ -1,4 +1,4 @@
-"""ONNX export of CodeAlign modules with a JSON sidecar; ONNX Runtime vs PyTorch verification."""
+"""ONNX export of CodeAlign modules with a JSON sidecar (verification: `backends.verify_onnx`)."""
 
 from __future__ import annotations
 
@@ -9,18 +9,22 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from codealign_ros.errors import CodeAlignError
+
 if TYPE_CHECKING:  # torch loads lazily: reading a sidecar must not import it (deploy nodes)
     from torch import Tensor, nn
 
 __all__ = [
-    "ExportError", "export_onnx", "onnx_sha256", "sidecar_path", "load_sidecar", "verify_onnx",
+    "ExportError", "export_onnx", "onnx_sha256", "sidecar_path", "load_sidecar",
 ]
 
 SIDECAR_FORMAT = 1
 
 
-class ExportError(ValueError):
+class ExportError(CodeAlignError, ValueError):
     """The export failed, or the exported graph disagrees with PyTorch."""
+
+    reason = "export"
 
 
 def onnx_sha256(path: Path | str) -> str:
@@ -145,23 +149,3 @@ def export_onnx(module: nn.Module, example_inputs: dict[str, Tensor], out: Path 
     examples.update({n: tuple(t.shape) for n, t in zip(output_names, results)})
     _write_sidecar(out, opset, dynamic_axes, dict(meta or {}), examples)
     return out
-
-
-def verify_onnx(module: nn.Module, example_inputs: dict[str, Tensor], onnx_path: Path | str,
-                atol: float = 1e-4, rtol: float = 1e-4) -> float:
-    """Run ONNX Runtime (CPU) and PyTorch on the same inputs; max abs error of float outputs.
-
-    Integer/bool outputs must match exactly. Raises :class:`ExportError` on any disagreement.
-    """
-    from codealign_ros.runtime.backends import OnnxRuntimeBackend, TorchBackend, compare_outputs
-
-    ort_backend = OnnxRuntimeBackend(onnx_path, device="cpu")
-    feed = {n: t.detach().cpu().numpy() for n, t in example_inputs.items()}
-    was_training = module.training
-    try:
-        torch_backend = TorchBackend(module, list(example_inputs), ort_backend.output_names)
-        return compare_outputs(torch_backend(feed), ort_backend(feed), atol=atol, rtol=rtol)
-    except ValueError as exc:
-        raise ExportError(f"{onnx_path} disagrees with PyTorch: {exc}") from exc
-    finally:
-        module.train(was_training)

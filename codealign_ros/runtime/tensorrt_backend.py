@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from codealign_ros.runtime.backends import LOGGER_NAME, BackendError, InferenceBackend, TensorSpec
+from codealign_ros.runtime.base import LOGGER_NAME, BackendError, InferenceBackend, TensorSpec
 from codealign_ros.runtime.export import load_sidecar, onnx_sha256
 
 __all__ = [
@@ -35,6 +35,8 @@ _TRT_LOGGER: Any = None
 
 class TensorRTError(BackendError):
     """TensorRT is missing, the ONNX file does not parse, or the engine fails to build/run."""
+
+    reason = "tensorrt"
 
 
 def _import_trt() -> Any:

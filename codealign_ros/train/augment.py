@@ -18,7 +18,7 @@ import numpy as np
 
 from codealign_ros.config import lookup
 from codealign_ros.core.geometry import wrap_angle
-from codealign_ros.models.profile import Profile
+from codealign_ros.config.profiles import Profile
 from codealign_ros.train.samples import AUG_TAG, Sample
 
 __all__ = ["Augment"]

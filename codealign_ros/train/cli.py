@@ -5,7 +5,6 @@ import argparse
 import json
 import logging
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from codealign_ros.config import lookup
+from codealign_ros.config.groups import group_of, groups
+from codealign_ros.train.cards import git_commit, write_card
 
 if TYPE_CHECKING:
     from codealign_ros.models.store import ModelStore
@@ -36,19 +37,6 @@ ABLATION_TRANSLATORS = ("multi_head", "one_to_one")
 ABLATION_SOURCE = "g2"
 
 
-def groups() -> dict[str, list[str]]:
-    """Group -> modalities (config/groups.yaml)."""
-    return {g: list(ms) for g, ms in lookup("groups", "groups").items()}
-
-
-def group_of(modality: str) -> str:
-    """The group whose code space `modality` belongs to."""
-    for g, ms in groups().items():
-        if modality in ms:
-            return g
-    raise KeyError(f"modality {modality!r} is in no group of config/groups.yaml")
-
-
 def heal_pairs() -> list[tuple[str, str]]:
     """(modality, ego group) pairs the configured settings need for the HEAL baseline."""
     pairs = set()
@@ -62,7 +50,7 @@ def heal_pairs() -> list[tuple[str, str]]:
 def plan(stage_names: list[str], backend_mode: str = "auto",
          init: str = "kmeans") -> list[tuple[str, dict[str, Any]]]:
     """(stage, keyword arguments) of every training job, in dependency order; code spaces
-    with `backend_mode` / codebook `init` (train/stages.py train_codespace)."""
+    with `backend_mode` / codebook `init` (train/codespace.py train_codespace)."""
     cs = {k: v for k, v in (("backend_mode", backend_mode), ("init", init))
           if v not in ("auto", "kmeans")}
     jobs: list[tuple[str, dict[str, Any]]] = []
@@ -81,81 +69,6 @@ def plan(stage_names: list[str], backend_mode: str = "auto",
         jobs += [("translator", {"source": ABLATION_SOURCE, "variant": v})
                  for v in ABLATION_TRANSLATORS]
     return jobs
-
-
-def _git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=False).stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
-
-
-def _card(path: Path, result: "stages.StageResult", run: dict[str, Any]) -> None:
-    """Model card beside a component."""
-    lines = [f"# {result.name}", "", f"- Stage: {run['stage']} ({run['kwargs']})",
-             f"- Profile: {run['profile']}", f"- Data: {run['data']} (split {run['split']}), "
-             f"scenarios of group(s) {', '.join(run['groups_used'])}: "
-             f"{', '.join(run['scenarios'])}",
-             f"- Steps: {result.steps} (batch {run['batch']}, lr {run['lr']}), "
-             f"{result.seconds:.0f} s on {run['host']}",
-             f"- Loss (mean of first / last 20 steps): {result.loss_first:.3f} -> "
-             f"{result.loss_last:.3f}",
-             f"- Trainable parameters: {result.trainable:,}",
-             f"- File size: {result.path.stat().st_size / 1e6:.2f} MB",
-             f"- Code commit: {run['commit']}"]
-    if run.get("logdir"):
-        lines.append(f"- TensorBoard run: {Path(run['logdir']) / result.name} "
-                     f"(`tensorboard --logdir {run['logdir']}`)")
-    lines += [f"- {k}: {v}" for k, v in result.extra.items()]
-    lines += _curve_lines(path, result, run)
-    lines += ["", "## Metrics", ""] + _metrics_lines(result.name) + [
-        "", "Full comparison under the paper's protocol: benchmarks/results/paper_table.md "
-        "(`make paper-table`).", ""]
-    path.with_suffix(".md").write_text("\n".join(lines))
-
-
-PAPER_TABLE = Path("benchmarks/results/paper_table.json")
-
-
-def _curve_lines(path: Path, result: "stages.StageResult", run: dict[str, Any]) -> list[str]:
-    """Learning-curve section of a card: PNG beside the component + table (when the run
-    evaluated the validation split)."""
-    from codealign_ros.train.curves import curve_png, curve_table
-
-    table = curve_table(result.history)
-    if not table:
-        return []
-    png = curve_png(result.history, path.with_name(f"{result.name}_curve.png"), result.name)
-    stopped = any(h.get("stopped_early") for h in result.history)
-    rule = run.get("plateau", "off")
-    return ["", "## Learning curve", "",
-            f"Validation AP {'every %s steps and ' % run['eval_every'] if run.get('eval_every') else ''}"
-            f"at the last step on "
-            f"{run.get('val_frames', '?')} frames of split {run.get('val_split', '?')}; "
-            f"early stop: {rule}{' (stopped early)' if stopped else ''}.", "",
-            f"![learning curve]({png.name})" if png else "", "", *table]
-
-
-def _metrics_lines(name: str) -> list[str]:
-    """Held-out AP rows of the paper table that use component `name` (when computed)."""
-    if not PAPER_TABLE.exists():
-        return ["(run `make paper-table`)"]
-    res = json.loads(PAPER_TABLE.read_text())
-    rows = []
-    for setting, methods in res["settings"].items():
-        ego = methods["single"]["setting"]["ego"]
-        uses = {"single": name == f"base_{ego}",
-                "codealign": name.startswith(("codespace_", "uct_")) and not name.endswith(
-                    ("_k4", "_k64", "_multi_head", "_one_to_one")),
-                "heal": name.startswith("heal_")}
-        for method, used in uses.items():
-            if used:
-                r = methods[method]
-                rows.append(f"- {setting}, {method}: AP30/50/70 = {100 * r['ap30']:.1f} / "
-                            f"{100 * r['ap50']:.1f} / {100 * r['ap70']:.1f} "
-                            f"({res['frames']} test frames)")
-    return rows or ["- not part of a Table-4 setting; see the ablation tables"]
 
 
 def rewrite_cards(out: Path) -> int:
@@ -180,7 +93,7 @@ def rewrite_cards(out: Path) -> int:
         result = stages.StageResult(name, path, len(history),
                                     sum(h.get("seconds", 0.0) for h in history), first, last,
                                     trainable, history=history)
-        _card(path, result, run)
+        write_card(path, result, run)
         count += 1
     return count
 
@@ -200,7 +113,7 @@ def _trainable_state(state: dict[str, Any], stage: str,
                      kw: dict[str, Any]) -> list[tuple[str, Any]]:
     """(name, tensor) of the parameters a stage trained, from its checkpoint."""
     modules = state["modules"]
-    from codealign_ros.train.stages import backend_trained
+    from codealign_ros.train.codespace import backend_trained
 
     keep = {"base": ("encoder", "backend"), "codespace": ("adapters", "codebook"),
             "translator": ("translator",), "heal": ("encoder",)}[stage]
@@ -236,7 +149,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace, accel: "Accel") -> int:
     from codealign_ros.data.assignment import isolation_split
-    from codealign_ros.models.profile import load_profile
+    from codealign_ros.config.profiles import load_profile
     from codealign_ros.models.store import ModelStore
     from codealign_ros.train import stages
     from codealign_ros.train.distributed import barrier
@@ -303,7 +216,7 @@ def _train(args: argparse.Namespace, accel: "Accel") -> int:
                "split": args.split, "groups_used": needed,
                "scenarios": [s for g in needed for s in split[g]],
                "batch": args.batch * accel.world, "lr": cfg.lr, "steps": cfg.steps,
-               "max_agents": data.max_agents, "seed": args.seed, "commit": _git_commit(),
+               "max_agents": data.max_agents, "seed": args.seed, "commit": git_commit(),
                "eval_every": eval_every, "plateau": cfg.plateau.describe(),
                "augment": str(data.augment) if data.augment else "off",
                "val_split": args.val_split, "val_frames": len(val),
@@ -322,7 +235,7 @@ def _train(args: argparse.Namespace, accel: "Accel") -> int:
             points = [h for h in result.history if "val_ap50" in h]
             if points:
                 result.extra.update(card_entry(stage, kwargs, points[-1], len(val)))
-            _card(result.path, result, run)
+            write_card(result.path, result, run)
         LOG.info("%s done in %.0f s", result.name, time.perf_counter() - started)
     return 0
 
@@ -356,15 +269,15 @@ def _groups_used(stage: str, kw: dict[str, Any]) -> list[str]:
 
 def _run_stage(stage: str, kw: dict[str, Any], data: "stages.StageData", store: "ModelStore",
                out: Path, cfg: "LoopConfig") -> "stages.StageResult":
-    from codealign_ros.train import stages
+    from codealign_ros.train import codespace, stages
 
     if stage == "base":
         return stages.train_base(data, kw["modality"], out, cfg)
     if stage == "codespace":
-        return stages.train_codespace(data, store, kw["group"], out, cfg,
-                                      kw.get("num_codes"), kw.get("variant", ""),
-                                      kw.get("backend_mode", "auto"),
-                                      kw.get("init", "kmeans"))
+        return codespace.train_codespace(data, store, kw["group"], out, cfg,
+                                         kw.get("num_codes"), kw.get("variant", ""),
+                                         kw.get("backend_mode", "auto"),
+                                         kw.get("init", "kmeans"))
     if stage == "translator":
         return stages.train_translator(data, store, kw["source"], out, cfg,
                                        kw.get("variant", "uct"))

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from codealign_ros.data.types import AgentFrame, CooperativeFrame
-from codealign_ros.models.profile import Profile
+from codealign_ros.config.profiles import Profile
 from codealign_ros.train.augment import Augment
 from codealign_ros.train.depth import lidar_depth_maps
 from codealign_ros.train.samples import Batch, InputCache, Sample, make_batch, make_sample

@@ -14,12 +14,16 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from codealign_ros.errors import CodeAlignError
+
 LOG = logging.getLogger("codealign.train")
 DEVICES = ("auto", "cpu", "cuda")
 
 
-class DeviceError(RuntimeError):
+class DeviceError(CodeAlignError, RuntimeError):
     """A requested device or precision is not available here (one clear line)."""
+
+    reason = "device"
 
 
 @dataclass(frozen=True)

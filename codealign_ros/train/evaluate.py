@@ -27,7 +27,8 @@ from codealign_ros.core.metrics import APAccumulator, rotated_nms
 from codealign_ros.data.assignment import assign_modalities
 from codealign_ros.data.types import CooperativeFrame
 from codealign_ros.models.deploy import ReceiverHead, VehicleEncoder
-from codealign_ros.models.store import ModelStore, group_of, groups
+from codealign_ros.config.groups import group_of, groups
+from codealign_ros.models.store import ModelStore
 from codealign_ros.train.samples import InputCache, Sample, load_frames, make_batch, make_sample
 
 LOG = logging.getLogger("codealign.eval")

@@ -11,10 +11,10 @@ from torch import Tensor
 
 from codealign_ros.config import lookup
 from codealign_ros.core.geometry import transform_boxes
-from codealign_ros.data.bag import iter_dataset_frames
+from codealign_ros.data.convert import iter_dataset_frames
 from codealign_ros.data.types import AgentFrame, CooperativeFrame
 from codealign_ros.models.encoders.inputs import collate, encoder_inputs
-from codealign_ros.models.profile import Profile
+from codealign_ros.config.profiles import Profile
 from codealign_ros.models.warp import normalized_affine, relative_transform
 
 __all__ = ["Sample", "Batch", "load_frames", "make_sample", "sample_agents", "InputCache", "make_batch",

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from codealign_ros.data.types import CooperativeFrame
-from codealign_ros.models.profile import Profile
-from codealign_ros.models.store import ModelStore, groups
+from codealign_ros.config.profiles import Profile
+from codealign_ros.config.groups import groups
+from codealign_ros.models.store import ModelStore
 from codealign_ros.train.evaluate import Variant, evaluate
 
 LOG = logging.getLogger("codealign.train")

@@ -12,8 +12,8 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 
 from codealign_ros import config
-from codealign_ros.models.modalities import ENCODERS, EncoderKind, encoder_kind, modality_spec
-from codealign_ros.models.profile import Profile
+from codealign_ros.config.modalities import ENCODERS, EncoderKind, encoder_kind, modality_spec
+from codealign_ros.config.profiles import Profile
 
 __all__ = ["ENCODERS", "Encoder", "EncoderKind", "build_encoder", "encoder_kind",
            "modality_spec"]

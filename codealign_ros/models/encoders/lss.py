@@ -19,7 +19,7 @@ from codealign_ros.models.encoders import Encoder
 from codealign_ros.models.encoders.bev_backbone import BevBackbone, bev_canvas, scatter_sum
 from codealign_ros.models.encoders.image_backbones import EfficientNet, ResNet
 from codealign_ros.models.encoders.pointpillars import bev_stride
-from codealign_ros.models.profile import Profile
+from codealign_ros.config.profiles import Profile
 
 __all__ = ["CameraEncoder", "Lss", "LssEfficientNet", "LssResNet", "lid_edges", "Z_RANGE"]
 

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from codealign_ros.models.encoders import Encoder
 from codealign_ros.models.encoders.bev_backbone import BevBackbone, bev_canvas, scatter_sum
-from codealign_ros.models.profile import Profile
+from codealign_ros.config.profiles import Profile
 
 __all__ = ["LidarEncoder", "PointNet", "PointPillars", "VfeLayer", "bev_stride"]
 

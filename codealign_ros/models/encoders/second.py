@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from codealign_ros.models.encoders.bev_backbone import BevBackbone, bev_canvas, scatter_sum
 from codealign_ros.models.encoders.pointpillars import LidarEncoder, bev_stride
-from codealign_ros.models.profile import Profile
+from codealign_ros.config.profiles import Profile
 
 __all__ = ["DenseMiddle3d", "PlaneConv3d", "Second", "Voxel3dEncoder"]
 

@@ -6,7 +6,7 @@ from torch import Tensor
 
 from codealign_ros.models.encoders.pointpillars import PointNet
 from codealign_ros.models.encoders.second import Voxel3dEncoder
-from codealign_ros.models.profile import Profile
+from codealign_ros.config.profiles import Profile
 
 __all__ = ["VoxelNet"]
 

@@ -8,11 +8,15 @@ from typing import Any
 
 import yaml
 
+from codealign_ros.errors import CodeAlignError
+
 ENV_CONFIG_DIR = "CODEALIGN_CONFIG_DIR"
 
 
-class ConfigError(KeyError):
+class ConfigError(CodeAlignError, KeyError):
     """A config file or key is missing."""
+
+    reason = "config"
 
 
 def config_dir() -> Path:
@@ -20,7 +24,7 @@ def config_dir() -> Path:
     override = os.environ.get(ENV_CONFIG_DIR)
     if override:
         return Path(override)
-    checkout = Path(__file__).resolve().parent.parent / "config"
+    checkout = Path(__file__).resolve().parents[2] / "config"
     if checkout.is_dir():
         return checkout
     try:

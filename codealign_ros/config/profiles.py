@@ -6,7 +6,7 @@ from functools import cached_property
 from typing import Any
 
 from codealign_ros import config
-from codealign_ros.core.grid import BevGrid
+from codealign_ros.config.grid import BevGrid
 
 __all__ = ["Profile", "load_profile", "profile_names"]
 

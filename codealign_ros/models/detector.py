@@ -11,7 +11,7 @@ from codealign_ros.models.anchors import (DEFAULT_DIR_OFFSET, BoxCoder, build_ta
                                           make_anchors)
 from codealign_ros.models.det_losses import detection_loss
 from codealign_ros.models.head import AnchorHead, postprocess
-from codealign_ros.models.profile import Profile, load_profile
+from codealign_ros.config.profiles import Profile, load_profile
 from codealign_ros.models.pyramid_fusion import PyramidFusion
 
 __all__ = ["BackendExport", "DetectionBackend"]

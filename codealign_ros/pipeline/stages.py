@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
+from codealign_ros.errors import CodeAlignError
+
 if TYPE_CHECKING:  # torch and the models load lazily: `codealign --help` stays fast
     from torch import Tensor, nn
 
@@ -38,7 +40,7 @@ OPSET = 17
 ONNX_KINDS = ("auto", "onnxruntime", "tensorrt")  # backends that run an exported file
 
 
-class PipelineError(ValueError):
+class PipelineError(CodeAlignError, ValueError):
     """Bad input or set-up of a pipeline; `reason` is a short key for drop counters."""
 
     def __init__(self, reason: str, message: str) -> None:
@@ -117,7 +119,7 @@ def space_output(space: str) -> str:
 def vehicle_spec(store: ModelStore, modality: str, targets: tuple[str, ...] = ()) -> StageSpec:
     """Encoder + adapter + nearest code (own space), then the UCT into each target space."""
     from codealign_ros.models.deploy import VehicleEncoder
-    from codealign_ros.models.store import group_of
+    from codealign_ros.config.groups import group_of
 
     own = group_of(modality)
     translator = store.translator(own) if targets else None
@@ -179,7 +181,7 @@ def translator_targets(store: ModelStore, source: str) -> dict[str, int]:
 
 def deployable_specs(store: ModelStore) -> Iterator[Callable[[], StageSpec]]:
     """Factories of every stage the files of `store` allow (vehicle with and without D2C)."""
-    from codealign_ros.models.store import groups
+    from codealign_ros.config.groups import groups
 
     spaces = [g for g in groups() if store.has(store.codespace_name(g))]
     for g in spaces:
