@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 from rclpy.serialization import serialize_message
 
-from codealign_ros.core.codemap import CodeMap, Encoding, GridPose, realistic_code_map
+from codealign_ros.core.codemap import CodeMap, Encoding, GridPose
+from codealign_ros.core.codemap_samples import realistic_code_map
 from codealign_ros.core.signing import Signer, generate_keys
 from codealign_ros.pipeline.link import LinkChecker
 from codealign_ros.ros.codemap_msg import codemap_to_msg

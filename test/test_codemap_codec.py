@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from codealign_ros.core import codemap as cm
 from codealign_ros.core.codemap import (
     MAX_CELLS, REASONS, CodeMap, CodeMapError, Encoding, GridPose, codebook_hash, compress,
-    decompress, pack_indices, packed_size, realistic_code_map, unpack_indices)
+    decompress, pack_indices, packed_size, unpack_indices)
+from codealign_ros.core.codemap_samples import realistic_code_map
 
 SETTINGS = settings(max_examples=60, deadline=None)
 META = dict(agent_id="cav_641", modality="m1", code_space="g1", codebook_hash="0123456789abcdef",

@@ -47,7 +47,8 @@ def test_monitor_publishes_each_map_as_an_image(ros_domain: int) -> None:
 
     from codealign_msgs.msg import CodeMap as CodeMapMsg
     from codealign_ros.config import topic
-    from codealign_ros.core.codemap import CodeMap, Encoding, GridPose, realistic_code_map
+    from codealign_ros.core.codemap import CodeMap, Encoding, GridPose
+    from codealign_ros.core.codemap_samples import realistic_code_map
     from codealign_ros.nodes.codemap_monitor import CodeMapMonitor
     from codealign_ros.ros.codemap_msg import codemap_to_msg
     from codealign_ros.ros.qos import qos_profile

@@ -8,7 +8,8 @@ import pytest
 from rclpy.serialization import deserialize_message, serialize_message
 
 from codealign_msgs.msg import CodeMap as CodeMapMsg
-from codealign_ros.core.codemap import CodeMap, CodeMapError, Encoding, GridPose, realistic_code_map
+from codealign_ros.core.codemap import CodeMap, CodeMapError, Encoding, GridPose
+from codealign_ros.core.codemap_samples import realistic_code_map
 from codealign_ros.ros.codemap_msg import codemap_to_msg, msg_to_codemap, ns_to_stamp, stamp_to_ns
 
 

@@ -149,7 +149,8 @@ def test_summary_and_pictures_come_from_the_recording(demo: tuple[dict[str, Any]
 def test_writer_and_reader_round_trip(tmp_path: Path) -> None:
     """Without DDS: events, detections (e2e from the ego pose's arrival) and a code map written
     by RecordingWriter come back as the summary's records; a foreign directory is kept."""
-    from codealign_ros.core.codemap import CodeMap, Encoding, realistic_code_map
+    from codealign_ros.core.codemap import CodeMap, Encoding
+    from codealign_ros.core.codemap_samples import realistic_code_map
     from codealign_ros.data.bag import typestore
     from codealign_ros.demo.recording import RecordingWriter
 

@@ -16,7 +16,7 @@ ENV_CONFIG_DIR = "CODEALIGN_CONFIG_DIR"
 class ConfigError(CodeAlignError, KeyError):
     """A config file or key is missing."""
 
-    reason = "config"
+    reason: str = "config"
 
 
 def config_dir() -> Path:

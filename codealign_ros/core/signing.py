@@ -47,7 +47,7 @@ _HASH = ec.ECDSA(hashes.SHA256())
 class SigningError(CodeAlignError, ValueError):
     """A key file is missing, unreadable or of the wrong kind (set-up error, not a drop)."""
 
-    reason = "signing"
+    reason: str = "signing"
 
 
 def key_id(public_key: ec.EllipticCurvePublicKey) -> str:

@@ -72,7 +72,7 @@ class CooperativeFrame:
 class DatasetError(CodeAlignError, ValueError):
     """A dataset file is missing or malformed; the message names the file."""
 
-    reason = "dataset"
+    reason: str = "dataset"
 
     def __init__(self, path: object, problem: str) -> None:
         super().__init__(f"{path}: {problem}")

@@ -29,7 +29,7 @@ POINT_FIELDS = ("x", "y", "z", "intensity")
 class SceneError(CodeAlignError, ValueError):
     """The demo scene could not be generated or read."""
 
-    reason = "scene"
+    reason: str = "scene"
 
 
 @dataclass(frozen=True)

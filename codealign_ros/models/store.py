@@ -29,7 +29,7 @@ __all__ = ["ModelStore", "ModelStoreError", "save_component"]
 class ModelStoreError(CodeAlignError, FileNotFoundError):
     """A component is missing or does not fit the profile; the message names the file."""
 
-    reason = "model_store"
+    reason: str = "model_store"
 
 
 def save_component(path: Path, kind: str, state: dict[str, Any], meta: dict[str, Any]) -> None:

@@ -36,7 +36,7 @@ VARIANTS = ("uct", "multi_head", "one_to_one")
 class UnknownTargetError(CodeAlignError, KeyError):
     """A target group the translator does not know; the message lists the known ones."""
 
-    reason = "unknown_target"
+    reason: str = "unknown_target"
 
 
 class ConvNeXtBlock(nn.Module):

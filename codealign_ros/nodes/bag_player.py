@@ -49,7 +49,7 @@ ACK_TIMEOUT_S = 2.0  # at the end, wait this long for reliable readers to acknow
 class BagError(CodeAlignError):
     """Not a readable ROS 2 bag, or options that do not fit it."""
 
-    reason = "bag"
+    reason: str = "bag"
 
 
 @dataclass(frozen=True)

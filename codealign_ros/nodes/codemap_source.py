@@ -14,8 +14,8 @@ import numpy as np
 from rclpy.node import Node
 
 from codealign_ros.config import frame, lookup, topic
-from codealign_ros.core.codemap import (CodeMap, Encoding, GridPose, codebook_hash,
-                                        realistic_code_map)
+from codealign_ros.core.codemap import CodeMap, Encoding, GridPose, codebook_hash
+from codealign_ros.core.codemap_samples import realistic_code_map
 from codealign_ros.config.profiles import load_profile
 from codealign_ros.ros.codemap_msg import codemap_to_msg
 from codealign_ros.ros.qos import qos_profile

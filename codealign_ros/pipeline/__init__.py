@@ -10,8 +10,8 @@ from typing import Any
 
 _WHERE = {
     "PipelineError": "stages", "export_all": "stages", "stage_backend": "stages",
-    "DROP_REASONS": "receiver", "ReceiverPipeline": "receiver", "ReceiverResult": "receiver",
-    "drop_reason": "receiver",
+    "DROP_REASONS": "drops", "ReceiverPipeline": "receiver", "ReceiverResult": "receiver",
+    "drop_reason": "drops",
     "SpaceInfo": "vehicle", "VehiclePipeline": "vehicle", "VehicleResult": "vehicle",
 }
 __all__ = sorted(_WHERE)

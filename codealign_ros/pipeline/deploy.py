@@ -35,7 +35,7 @@ LOG = logging.getLogger("codealign.pipeline")
 class DeployError(CodeAlignError, RuntimeError):
     """The export cannot serve a stage (missing, stale, another profile)."""
 
-    reason = "deploy"
+    reason: str = "deploy"
 
 
 @dataclass(frozen=True)

@@ -52,25 +52,14 @@ from codealign_ros.core.detect import PostConfig, make_anchors, postprocess
 from codealign_ros.core.grid import normalized_affine, relative_transform
 from codealign_ros.core.stats import DropCounter
 from codealign_ros.pipeline.deploy import SpaceInfo, StageRequest
+from codealign_ros.pipeline.drops import DROP_REASONS, drop_reason
 from codealign_ros.pipeline.sources import open_source
 from codealign_ros.pipeline.stages import PipelineError, space_output
 from codealign_ros.config.groups import group_of
 
 __all__ = ["DROP_REASONS", "ReceiverPipeline", "ReceiverResult", "drop_reason"]
 
-DROP_REASONS = ("malformed", "bad_size", "bad_length", "bomb", "bad_bits", "bad_grid",
-                "nan_pose", "unknown_space", "hash_mismatch", "future", "stale",
-                "duplicate_agent", "out_of_range", "too_many_peers", "unused")
-SKIP_REASONS = ("stale", "out_of_range")  # peers held but not fused into an ego frame
-_CODEMAP_REASONS = {"pose": "nan_pose", "bits": "bad_bits", "size": "bad_length",
-                    "length": "bad_length", "bomb": "bomb", "shape": "bad_size",
-                    "resolution": "bad_grid"}
 NS_PER_S = 1_000_000_000
-
-
-def drop_reason(error: CodeMapError) -> str:
-    """The receiver drop reason of a CodeMapError (decode or validation failure)."""
-    return _CODEMAP_REASONS.get(error.reason, "malformed")
 
 
 @dataclass

@@ -20,7 +20,7 @@ LOGGER_NAME = "codealign.runtime"
 class BackendError(CodeAlignError, ValueError):
     """A backend is unavailable, failed to load, or was given bad inputs."""
 
-    reason = "backend"
+    reason: str = "backend"
 
 
 @dataclass(frozen=True)

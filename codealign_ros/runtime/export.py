@@ -24,7 +24,7 @@ SIDECAR_FORMAT = 1
 class ExportError(CodeAlignError, ValueError):
     """The export failed, or the exported graph disagrees with PyTorch."""
 
-    reason = "export"
+    reason: str = "export"
 
 
 def onnx_sha256(path: Path | str) -> str:

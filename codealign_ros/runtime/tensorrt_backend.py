@@ -36,7 +36,7 @@ _TRT_LOGGER: Any = None
 class TensorRTError(BackendError):
     """TensorRT is missing, the ONNX file does not parse, or the engine fails to build/run."""
 
-    reason = "tensorrt"
+    reason: str = "tensorrt"
 
 
 def _import_trt() -> Any:

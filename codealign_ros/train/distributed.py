@@ -23,7 +23,7 @@ DEVICES = ("auto", "cpu", "cuda")
 class DeviceError(CodeAlignError, RuntimeError):
     """A requested device or precision is not available here (one clear line)."""
 
-    reason = "device"
+    reason: str = "device"
 
 
 @dataclass(frozen=True)
