@@ -136,6 +136,17 @@ def test_no_upward_imports() -> None:
     assert not bad, "lower layer imports a higher one:\n" + "\n".join(bad)
 
 
+#: "small modules (< ~400 lines)"; launch_graph.py is being split by issue 14's launch part.
+MAX_LINES = 420
+OVERSIZE_PENDING = {"codealign_ros.launch_graph"}
+
+
+def test_no_module_over_the_size_limit() -> None:
+    big = {m: n for m, p in _modules().items()
+           if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert set(big) <= OVERSIZE_PENDING, f"modules over {MAX_LINES} lines: {big}"
+
+
 def test_cycle_detector_can_fail() -> None:
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
