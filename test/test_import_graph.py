@@ -163,8 +163,10 @@ from codealign_ros.config.grid import BevGrid
 from codealign_ros.core import grid
 p = profiles.load_profile("mini")
 assert isinstance(p.grid, BevGrid) and p.grid == profiles.load_profile("mini").grid
-groups.group_of(sorted(groups.groups()["g1"])[0]) if "g1" in groups.groups() else None
-modalities.modality_spec(sorted(modalities.config.lookup("modalities", "modalities"))[0])
+owner = groups.modality_owner(groups.groups())
+assert all(groups.group_of(m) == g for m, g in owner.items())
+for m in owner:
+    modalities.modality_spec(m)
 assert "torch" not in sys.modules
 print("ok")
 """
