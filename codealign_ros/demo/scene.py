@@ -2,7 +2,8 @@
 
 `scene_bag` runs `data.synth.synthesize` (OPV2V layout, one test scenario) and
 `data.convert.convert` (MCAP) into data/demo/<key>/, keyed by the generator settings; a
-directory whose stamp matches is reused. `read_truth` / `read_points` read the bag back without ROS (rosbags).
+directory whose stamp matches is reused. `read_truth` / `read_points` read the bag back
+without ROS (rosbags).
 """
 from __future__ import annotations
 
