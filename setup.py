@@ -28,6 +28,8 @@ setup(
             "codemap_monitor = codealign_ros.nodes.codemap_monitor:main",
             "vehicle_node = codealign_ros.nodes.vehicle_node:main",
             "fusion_node = codealign_ros.nodes.fusion_node:main",
+            "bag_player = codealign_ros.nodes.bag_player:main",
+            "demo_recorder = codealign_ros.demo.recorder:main",
         ],
     },
 )

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import importlib
 import json
 import os
 import py_compile
@@ -26,9 +27,9 @@ from codealign_ros.core.geometry import pose6_to_matrix
 from codealign_ros.data.assignment import assign_modalities
 from codealign_ros.data.bag import write_bag
 from codealign_ros.data.types import AgentFrame, CooperativeFrame
-from codealign_ros.launch_graph import (LaunchGraphError, NodeSpec, graph_arguments,
-                                        graph_names, load_graph, locate, param_text,
-                                        split_available)
+from codealign_ros.launch import (LaunchGraphError, NodeSpec, graph_arguments,
+                                  graph_names, load_graph, locate, param_text,
+                                  split_available)
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCH_FILES = sorted((ROOT / "launch").glob("*.launch.py"))
@@ -233,11 +234,33 @@ def test_launch_description_declares_the_graph_arguments(path: Path) -> None:
     assert declared == list(graph_arguments(path.name.removesuffix(".launch.py")))
 
 
-def test_setup_console_scripts_match_the_executables_table() -> None:
-    scripts = dict(re.findall(r'"(\w+) = ([\w.]+):main"', (ROOT / "setup.py").read_text()))
+def _console_scripts() -> dict[str, str]:
+    """setup.py's console_scripts: name -> module."""
+    return dict(re.findall(r'"(\w+) = ([\w.]+):main"', (ROOT / "setup.py").read_text()))
+
+
+def test_setup_installs_every_executable_of_the_executables_table() -> None:
+    scripts = _console_scripts()
     for name, info in lookup("launch", "executables").items():
-        if name in scripts:
-            assert scripts[name] == info["module"], name
+        if info["package"] == "codealign_ros":
+            assert scripts.get(name) == info["module"], f"setup.py does not install {name}"
+
+
+def test_setup_installs_every_executable_a_graph_names() -> None:
+    """What `ros2 launch` runs: every executable of every graph's nodes (whatever the
+    arguments) is a console script, or an optional one of another package."""
+    scripts, table = _console_scripts(), lookup("launch", "executables")
+    named = {(entry["executable"], bool(entry.get("optional")))
+             for graph in lookup("launch", "graphs").values()
+             for entry in graph.get("nodes") or []}
+    assert named
+    for exe, optional in sorted(named):
+        if table[exe]["package"] == "codealign_ros":
+            assert scripts.get(exe) == table[exe]["module"], f"setup.py does not install {exe}"
+        else:
+            assert optional, f"{exe} of package {table[exe]['package']} must be optional"
+    for module in set(scripts.values()):
+        assert callable(getattr(importlib.import_module(module), "main", None)), module
 
 
 def test_rviz_config_shows_the_configured_topics_in_the_world_frame() -> None:

@@ -36,7 +36,7 @@ import numpy as np
 
 from codealign_ros.config import config_dir, lookup, topic
 from codealign_ros.demo.animation import PICTURE_TOP
-from codealign_ros.launch_graph import NodeSpec, format_agents, load_graph, parse_agents
+from codealign_ros.launch import NodeSpec, format_agents, load_graph, parse_agents
 
 GRAPH = "demo"
 DEFAULT_SEED = 191
