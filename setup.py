@@ -14,6 +14,10 @@ setup(
         ("share/" + PACKAGE, ["package.xml"]),
         ("share/" + PACKAGE + "/config", glob("config/*")),
         ("share/" + PACKAGE + "/launch", glob("launch/*.py")),
+        # the shipped weights and their cards (not the onnx/ export cache nor checkpoints/):
+        # a relative model_dir resolves against share/codealign_ros (codealign_ros.share)
+        ("share/" + PACKAGE + "/models/mini", sorted(glob("models/mini/*.pt")
+                                                     + glob("models/mini/*.md"))),
     ],
     install_requires=["setuptools"],
     zip_safe=True,

@@ -337,9 +337,9 @@ def test_missing_node_module_exits_2_naming_it(broken_config: dict[str, str]) ->
 class _Launch:
     """`codealign launch` as a child process whose output lines are collected."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, cwd: Path | None = None) -> None:
         self.proc = subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
+                                     stderr=subprocess.STDOUT, text=True, cwd=cwd)
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -402,6 +402,37 @@ def test_transport_graph_runs_until_the_monitor_is_done(ros_domain: int) -> None
     assert _exit_codes(out) == {"monitor": 0, "source_cav_1": 0, "source_rsu_1": 0}
     assert set(_pids(out)) == {"monitor", "source_cav_1", "source_rsu_1"}
     assert all(_gone(pid) for pid in _pids(out).values())
+
+
+@pytest.mark.dds
+def test_vehicle_graph_comes_up_from_another_directory(ros_domain: int, tmp_path: Path) -> None:
+    """The default model_dir (relative models/mini) resolves against the checkout / the
+    package share directory when the working directory lacks it."""
+    assert not (tmp_path / "models").exists()
+    run = _Launch("vehicle", "modality:=m1", "require_signed:=false", cwd=tmp_path)
+    ready = run.wait_for(r"cav_1: m1 -> spaces \['g1'\]", 240)
+    run.proc.send_signal(signal.SIGINT)
+    code, out = run.finish()
+    assert ready, out
+    assert code == 0 and "Traceback" not in out, out
+
+
+def test_a_node_that_cannot_start_says_why_in_one_line(tmp_path: Path) -> None:
+    cases = [("vehicle_node", ["model_dir:=no/such/models"], "no model directory no/such/models"),
+             ("vehicle_node", ["encoding:=lz4"], "encoding 'lz4': expected one of raw"),
+             ("fusion_node", ["max_age_s:=soon"], "max_age_s")]
+    runs = [(subprocess.Popen([sys.executable, "-m", f"codealign_ros.nodes.{node}",
+                               "--ros-args", "-p", "require_signed:=false",
+                               *[a for p in params for a in ("-p", p)]],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              cwd=tmp_path), node, says)
+            for node, params, says in cases]
+    for run, node, says in runs:
+        _, err = run.communicate(timeout=180)
+        assert run.returncode == 1, err
+        line = err.strip().splitlines()[-1]
+        assert line.startswith(f"{node}: cannot start: ") and says in line, err
+        assert "Traceback" not in err and ("fix" in line or "run `make models`" in line), err
 
 
 @pytest.mark.dds

@@ -114,7 +114,7 @@ class CodeMapMonitor(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Entry point: `codemap_monitor --ros-args -p expected:=20 -p record:=/tmp/rx.jsonl`."""
-    return run_node(CodeMapMonitor, args)
+    return run_node(CodeMapMonitor, args, "codemap_monitor")
 
 
 if __name__ == "__main__":

@@ -14,10 +14,10 @@ import numpy as np
 from rclpy.node import Node
 
 from codealign_ros.config import frame, lookup, topic
-from codealign_ros.core.codemap import (CodeMap, Encoding, GridPose, codebook_hash,
+from codealign_ros.core.codemap import (CodeMap, GridPose, codebook_hash,
                                         realistic_code_map)
 from codealign_ros.models.warp import BevGrid
-from codealign_ros.ros.codemap_msg import codemap_to_msg
+from codealign_ros.ros.codemap_msg import codemap_to_msg, encoding_param
 from codealign_ros.ros.qos import qos_profile
 from codealign_ros.ros.runner import run_node
 from codealign_msgs.msg import CodeMap as CodeMapMsg
@@ -42,7 +42,7 @@ class CodeMapSource(Node):
         self.agent_id = p["agent_id"]
         bits = int(lookup("codemap", "codebook_bits"))
         grid = BevGrid.from_config(p["profile"])
-        self.encoding = Encoding[p["encoding"].upper()]
+        self.encoding = encoding_param(p["encoding"])
         self.count, self.sent, self.wait_for = p["count"], 0, p["wait_for_subscribers"]
         self.speed, self.matched_at = p["speed_mps"], None
         self.record = open(p["record"], "w") if p["record"] else None
@@ -100,7 +100,7 @@ class CodeMapSource(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Entry point: `codemap_source --ros-args -p agent_id:=cav_2 -p encoding:=raw`."""
-    return run_node(CodeMapSource, args)
+    return run_node(CodeMapSource, args, "codemap_source")
 
 
 if __name__ == "__main__":

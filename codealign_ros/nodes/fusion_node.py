@@ -288,7 +288,7 @@ class FusionNode(Node):
 def main(args: list[str] | None = None) -> int:
     """Entry point: `fusion_node --ros-args -p agent_id:=cav_1 -p model_dir:=models/mini`."""
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
-    return run_node(FusionNode, args)
+    return run_node(FusionNode, args, "fusion_node")
 
 
 if __name__ == "__main__":

@@ -39,12 +39,12 @@ from std_msgs.msg import Float64, Header
 
 from codealign_msgs.msg import CodeMap as CodeMapMsg
 from codealign_ros.config import topic
-from codealign_ros.core.codemap import CodeMapError, Encoding, GridPose
+from codealign_ros.core.codemap import CodeMapError, GridPose
 from codealign_ros.core.stats import DropCounter
 from codealign_ros.data.types import CameraFrame
 from codealign_ros.pipeline import PipelineError, VehiclePipeline
 from codealign_ros.pipeline.transport import LatestWins, Worker
-from codealign_ros.ros.codemap_msg import codemap_to_msg
+from codealign_ros.ros.codemap_msg import codemap_to_msg, encoding_param
 from codealign_ros.ros.errors import MalformedMessageError
 from codealign_ros.ros.image import image_to_rgb
 from codealign_ros.ros.pointcloud import pointcloud2_to_xyzi
@@ -107,7 +107,7 @@ class VehicleNode(Node):
         ext = self.declare_parameter("camera_extrinsics", Parameter.Type.DOUBLE_ARRAY).value
         self.agent = p["agent_id"]
         self.signer = self._signer()
-        self.encoding = Encoding[p["encoding"].upper()]
+        self.encoding = encoding_param(p["encoding"])
         self.pipeline = VehiclePipeline(
             p["model_dir"], p["modality"], self.agent, p["backend"], tuple(targets or ()),
             p["profile"] or None, p["cache_dir"] or None, logging.getLogger("codealign.pipeline"),
@@ -247,7 +247,7 @@ class VehicleNode(Node):
 def main(args: list[str] | None = None) -> int:
     """Entry point: `vehicle_node --ros-args -p agent_id:=cav_1 -p modality:=m1`."""
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
-    return run_node(VehicleNode, args)
+    return run_node(VehicleNode, args, "vehicle_node")
 
 
 if __name__ == "__main__":
