@@ -1,5 +1,6 @@
 """ament_python package definition of codealign_ros (built by colcon)."""
 from glob import glob
+from pathlib import Path
 
 from setuptools import find_packages, setup
 
@@ -12,7 +13,8 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
         ("share/" + PACKAGE, ["package.xml"]),
-        ("share/" + PACKAGE + "/config", glob("config/*")),
+        ("share/" + PACKAGE + "/config", [f for f in glob("config/*") if Path(f).is_file()]),
+        ("share/" + PACKAGE + "/config/schema", glob("config/schema/*.json")),
         ("share/" + PACKAGE + "/launch", glob("launch/*.py")),
         # the shipped weights and their cards (not the onnx/ export cache nor checkpoints/):
         # a relative model_dir resolves against share/codealign_ros (codealign_ros.share)

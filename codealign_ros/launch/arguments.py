@@ -48,10 +48,24 @@ def param_text(value: Any) -> str:
     return str(value)
 
 
+def _node_default(graph: str, name: str, source: Any) -> Any:
+    """The default of node parameter `source` = [node, parameter] (config/<node>.param.yaml)."""
+    from codealign_ros.ros.params import node_defaults
+
+    try:
+        node, param = source
+        return node_defaults(node)[param]
+    except (ValueError, TypeError, KeyError) as err:
+        raise LaunchGraphError(f"launch.yaml: graph {graph} argument {name}: default_from "
+                               f"{source!r}: {err}") from None
+
+
 def arg_spec(graph: str, name: str, raw: Any) -> ArgSpec:
-    if not isinstance(raw, dict) or "default" not in raw:
-        raise LaunchGraphError(f"launch.yaml: graph {graph} argument {name} needs a default")
-    default = raw["default"]
+    if not isinstance(raw, dict) or ("default" in raw) == ("default_from" in raw):
+        raise LaunchGraphError(f"launch.yaml: graph {graph} argument {name} needs a default "
+                               f"or a default_from: [node, parameter]")
+    default = raw["default"] if "default" in raw else _node_default(graph, name,
+                                                                    raw["default_from"])
     kind = raw.get("type") or KINDS.get(type(default))
     if kind not in ("agents", *KINDS.values()):
         raise LaunchGraphError(f"launch.yaml: graph {graph} argument {name}: unsupported type "

@@ -30,10 +30,13 @@ class NodeSpec:
     arguments: list[str] = field(default_factory=list)
     remappings: list[tuple[str, str]] = field(default_factory=list)
     optional: bool = False
+    params_file: str = ""  # config/<executable>.param.yaml when it has one
 
     def ros_argv(self) -> list[str]:
-        """`--ros-args -r __node:=name -p k:=v ... -r from:=to ...`."""
+        """`--ros-args -r __node:=name [--params-file f] -p k:=v ... -r from:=to ...`."""
         argv = ["--ros-args", "-r", f"__node:={self.name}"]
+        if self.params_file:
+            argv += ["--params-file", self.params_file]
         for key, value in self.parameters.items():
             argv += ["-p", f"{key}:={param_text(value)}"]
         for source, target in self.remappings:
@@ -44,6 +47,14 @@ class NodeSpec:
         """argv of the process: `python -u -m module ...` or `program|executable ...`."""
         head = [python, "-u", "-m", self.module] if self.module else [program or self.executable]
         return [*head, *self.arguments, *self.ros_argv()]
+
+
+def params_file(executable: str) -> str:
+    """config/<executable>.param.yaml when it exists, else ""."""
+    from codealign_ros.ros.params import param_file
+
+    path = param_file(executable)
+    return str(path) if path.is_file() else ""
 
 
 def executables() -> dict[str, dict[str, Any]]:

@@ -10,7 +10,7 @@ from codealign_ros.config import ConfigError, config_dir, frame, load_config, to
 from codealign_ros.launch.agents import format_agents, parse_agents
 from codealign_ros.launch.arguments import (NAME, ArgSpec, LaunchGraphError, arg_spec, bad_value,
                                             text, to_bool, to_number)
-from codealign_ros.launch.executables import CONFIG, NodeSpec, executables
+from codealign_ros.launch.executables import CONFIG, NodeSpec, executables, params_file
 
 MAX_INCLUDE_DEPTH = 8
 _SUBST = re.compile(r"\$\{([^}]*)\}")
@@ -147,7 +147,9 @@ def _node(entry: Mapping[str, Any], scope: Mapping[str, Any]) -> NodeSpec:
                     module=info.get("module"), parameters=params,
                     arguments=[text(_substitute(a, scope)) for a in entry.get("arguments", [])],
                     remappings=[(a, b) for a, b in remaps if a != b],
-                    optional=bool(entry.get("optional", False)))
+                    optional=bool(entry.get("optional", False)),
+                    params_file=params_file(str(exe)) if info["package"] == "codealign_ros"
+                    else "")
 
 
 def _include(parent: str, entry: Mapping[str, Any], scope: Mapping[str, Any],

@@ -34,6 +34,6 @@ def _launch_node(spec: NodeSpec) -> Any:
     from launch_ros.actions import Node
 
     return Node(package=spec.package, executable=spec.executable, name=spec.name,
-                parameters=[spec.parameters] if spec.parameters else [],
+                parameters=[p for p in (spec.params_file, spec.parameters) if p],
                 arguments=list(spec.arguments), remappings=list(spec.remappings),
                 output="screen")

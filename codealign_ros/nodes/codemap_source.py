@@ -19,6 +19,7 @@ from codealign_ros.core.codemap import (CodeMap, GridPose, codebook_hash,
 from codealign_ros.models.warp import BevGrid
 from codealign_ros.ros.codemap_msg import codemap_to_msg, encoding_param
 from codealign_ros.ros.qos import qos_profile
+from codealign_ros.ros.params import declare_from_file
 from codealign_ros.ros.runner import run_node
 from codealign_msgs.msg import CodeMap as CodeMapMsg
 
@@ -60,11 +61,7 @@ class CodeMapSource(Node):
         self.timer = self.create_timer(1.0 / p["rate_hz"], self._tick)
 
     def _declare_parameters(self) -> dict:
-        defaults = {"agent_id": "cav_1", "modality": "m1", "code_space": "g1",
-                    "profile": "opv2v", "rate_hz": 10.0, "count": 0, "encoding": "zstd",
-                    "seed": 0, "wait_for_subscribers": 0, "speed_mps": 10.0, "record": ""}
-        return {name: self.declare_parameter(name, value).value
-                for name, value in defaults.items()}
+        return declare_from_file(self, "codemap_source")
 
     def _tick(self) -> None:
         if self.sent == 0 and not self._subscribers_ready():

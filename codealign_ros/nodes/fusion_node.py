@@ -51,6 +51,7 @@ from codealign_ros.ros.codemap_msg import msg_to_codemap, ns_to_stamp
 from codealign_ros.ros.qos import qos_profile
 from codealign_ros.ros.transport import (CpuMeter, LostCounter, steady_timer,
                                          subscribe_counting_lost)
+from codealign_ros.ros.params import declare_from_file
 from codealign_ros.ros.runner import run_node
 from codealign_ros.pipeline.link import ECHO
 from codealign_ros.nodes.link_setup import make_link_checker
@@ -62,11 +63,7 @@ try:
 except ImportError:
     VisionDetection3DArray = None
 
-DEFAULTS = {"agent_id": "cav_1", "modality": "", "model_dir": "models/mini", "profile": "",
-            "backend": "auto", "cache_dir": "", "max_age_s": 0.5, "max_delay_s": 1.0,
-            "future_tolerance_s": 0.05, "comm_range_m": -1.0, "max_peers": 8,
-            "claim_window_s": 1.0,
-            "class_name": "vehicle", "threads": 0}
+NODE = "fusion_node"  # its parameters: config/fusion_node.param.yaml (+ schema/)
 MARKER_COLOR = (1.0, 0.45, 0.0)
 EGO_SILENT_S = 2.0  # diagnostics warn when the ego's own map has not arrived for this long
 
@@ -92,7 +89,7 @@ class FusionNode(Node):
 
     def __init__(self) -> None:
         super().__init__("fusion_node")
-        self.p = {k: self.declare_parameter(k, v).value for k, v in DEFAULTS.items()}
+        self.p = declare_from_file(self, NODE)
         self.ego = self.p["agent_id"]
         self.frame_id = frame("grid", agent=self.ego)
         self.link = self._link_checker()
@@ -125,12 +122,8 @@ class FusionNode(Node):
 
     def _link_checker(self) -> Any:
         """Field, channel and signature checks (exits with one clear line without keys)."""
-        from codealign_ros.config import lookup
-
-        required = self.declare_parameter("require_signed", bool(lookup(
-            "codemap", "security", "require_signed"))).value
-        return make_link_checker(self.ego, bool(required),
-                                 self.declare_parameter("trust_store", "").value)
+        return make_link_checker(self.ego, bool(self.p["require_signed"]),
+                                 self.p["trust_store"])
 
     def _on_local_codemap(self, msg: CodeMapMsg, info: Any) -> None:
         self._on_codemap(msg, info, local=True)
@@ -288,7 +281,7 @@ class FusionNode(Node):
 def main(args: list[str] | None = None) -> int:
     """Entry point: `fusion_node --ros-args -p agent_id:=cav_1 -p model_dir:=models/mini`."""
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
-    return run_node(FusionNode, args, "fusion_node")
+    return run_node(FusionNode, args, NODE)
 
 
 if __name__ == "__main__":
