@@ -44,7 +44,8 @@ from codealign_ros.config import ConfigError, frame, topic
 from codealign_ros.core.codemap import CodeMap, CodeMapError
 from codealign_ros.core.stats import DropCounter
 from codealign_ros.nodes.vehicle_node import RateLimitedLog, diagnostic_status
-from codealign_ros.pipeline import PipelineError, ReceiverPipeline, ReceiverResult, drop_reason
+from codealign_ros.pipeline import (PipelineError, ReceiverConfig, ReceiverPipeline,
+                                    ReceiverResult, drop_reason)
 from codealign_ros.pipeline.transport import LatestWins, Worker, ledger
 from codealign_ros.ros import markers
 from codealign_ros.ros.codemap_msg import msg_to_codemap, ns_to_stamp
@@ -135,14 +136,8 @@ class FusionNode(Node):
         return qos
 
     def _build(self, modality: str) -> None:
-        p = self.p
-        comm = float(p["comm_range_m"])
-        self.pipeline = ReceiverPipeline(
-            p["model_dir"], self.ego, modality, p["backend"], float(p["max_age_s"]),
-            float(p["future_tolerance_s"]), comm if comm >= 0 else None, int(p["max_peers"]),
-            p["profile"] or None, p["cache_dir"] or None, float(p["claim_window_s"]),
-            logging.getLogger("codealign.pipeline"), int(p["threads"]) or None,
-            float(p["max_delay_s"]))
+        self.pipeline = ReceiverPipeline(ReceiverConfig.from_params(self.p, modality),
+                                         logging.getLogger("codealign.pipeline"))
         self.pipeline.drops.update(self.early)
         self.get_logger().info(f"ego {self.ego} ({modality}, space {self.pipeline.ego_group}) "
                                f"on {self.pipeline.backend_name}; translating "

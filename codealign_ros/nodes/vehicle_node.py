@@ -43,7 +43,7 @@ from codealign_ros.config import topic
 from codealign_ros.core.codemap import CodeMapError, GridPose
 from codealign_ros.core.stats import DropCounter
 from codealign_ros.data.types import CameraFrame
-from codealign_ros.pipeline import PipelineError, VehiclePipeline
+from codealign_ros.pipeline import PipelineError, VehicleConfig, VehiclePipeline
 from codealign_ros.pipeline.transport import LatestWins, Worker
 from codealign_ros.ros.codemap_msg import codemap_to_msg, encoding_param
 from codealign_ros.ros.errors import MalformedMessageError
@@ -118,10 +118,8 @@ class VehicleNode(Node):
         self.agent = p["agent_id"]
         self.signer = load_signer(self.agent, p["signing_key"], bool(p["require_signed"]))
         self.encoding = encoding_param(p["encoding"])
-        self.pipeline = VehiclePipeline(
-            p["model_dir"], p["modality"], self.agent, p["backend"], tuple(p["translate_to"]),
-            p["profile"] or None, p["cache_dir"] or None, logging.getLogger("codealign.pipeline"),
-            p["threads"] or None)
+        self.pipeline = VehiclePipeline(VehicleConfig.from_params(p),
+                                        logging.getLogger("codealign.pipeline"))
         self.get_logger().info(f"{self.agent}: {p['modality']} -> spaces "
                                f"{list(self.pipeline.spaces)} on {self.pipeline.backend_name}")
         self.drops, self.counts = DropCounter(), {"frames": 0, "published": 0}

@@ -12,6 +12,7 @@ _WHERE = {
     "PipelineError": "export", "export_all": "export", "stage_backend": "export",
     "DROP_REASONS": "receiver", "ReceiverPipeline": "receiver", "ReceiverResult": "receiver",
     "drop_reason": "receiver",
+    "ReceiverConfig": "configs", "VehicleConfig": "configs",
     "SpaceInfo": "vehicle", "VehiclePipeline": "vehicle", "VehicleResult": "vehicle",
 }
 __all__ = sorted(_WHERE)
