@@ -93,3 +93,21 @@ def test_a_node_declares_exactly_its_file(ros_domain: int, node: str) -> None:
         ros_node.destroy_node()
     finally:
         rclpy.shutdown()
+
+
+def test_relative_model_dir_resolves_from_any_directory(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from codealign_ros.share import resolve_shipped, share_dir
+
+    default = node_defaults("vehicle_node")["model_dir"]
+    monkeypatch.chdir(tmp_path)
+    assert resolve_shipped(default) == ROOT / default  # a source checkout: its root
+    assert resolve_shipped("no/such/dir") == Path("no/such/dir")  # unchanged: errors name it
+    (tmp_path / default).mkdir(parents=True)
+    assert resolve_shipped(default) == Path(default)  # the working directory wins
+    share = share_dir()
+    if share is None:
+        pytest.skip("codealign_ros not installed (make setup): no share directory")
+    shipped = sorted(p.name for p in (share / default).iterdir())
+    assert shipped == sorted(p.name for p in (ROOT / default).iterdir()
+                             if p.suffix in (".pt", ".md"))
