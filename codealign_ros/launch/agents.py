@@ -1,4 +1,5 @@
-"""Agents arguments of launch graphs: "agent[:modality],..." or "auto" (from a bag's pose topics)."""
+"""Agents arguments of launch graphs: "agent[:modality],..." or "auto" (the agents of a bag's
+pose topics)."""
 from __future__ import annotations
 
 import re

@@ -17,7 +17,8 @@ vision_msgs is importable), a MarkerArray (DELETEALL, then LINE_LIST boxes + sco
 second on a steady clock (agents fused, drops and skips by reason, timings, and the ledger
 `ledger_offered` = `ledger_fused` + `ledger_dropped` + `ledger_held`).
 
-Parameters: agent_id (ego), modality ("" = learn it from the ego's first code map), model_dir,
+Parameters (defaults: config/fusion_node.param.yaml, schema/fusion_node.schema.json):
+agent_id (ego), modality ("" = learn it from the ego's first code map), model_dir,
 profile ("" = model_dir's name), backend, cache_dir, max_age_s (peer vs ego stamp),
 max_delay_s (stamp -> arrival), future_tolerance_s,
 comm_range_m (< 0: groups.yaml data.comm_range), max_peers, claim_window_s, class_name,

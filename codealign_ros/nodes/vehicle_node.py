@@ -11,16 +11,16 @@ Latest wins: the synchroniser hands each matched frame to a worker thread throug
 pipeline.transport.LatestWins slot, so the node always encodes the newest frame; a matched
 frame replaced before the worker took it (the node was busy) is counted as drop `busy`.
 
-Parameters (defaults: config/vehicle_node.param.yaml, schema/vehicle_node.schema.json): agent_id, modality, model_dir, profile ("" = model_dir's name), backend (auto,
-onnxruntime, tensorrt, torch), translate_to (string array of target spaces: sender-side D2C),
-encoding (raw|zlib|zstd), cache_dir ("" = <model_dir>/onnx), slop_s, queue_size, threads
-(0 = backend default), require_signed (sign every map; codemap.yaml security), signing_key
-("" = <key_dir>/<agent_id>.key, made by `codealign keys generate`), camera_extrinsics (16
-doubles per camera, LiDAR -> camera row-major, OpenCV axes; empty = camera_calibration, a
-calibration YAML, default config/mini_vehicle.calibration.yaml; intrinsics: camera_info),
-publish_tf
-(default false: a bag replay carries TF; true broadcasts map -> <agent>/lidar from the pose
-topic and the static <agent>/lidar -> <agent>/camera<i>, `ros.tf.PoseTfRelay`).
+Parameters (defaults: config/vehicle_node.param.yaml, schema/vehicle_node.schema.json):
+agent_id, modality, model_dir, profile ("" = model_dir's name), backend (auto, onnxruntime,
+tensorrt, torch), translate_to (string array of target spaces: sender-side D2C), encoding
+(raw|zlib|zstd), cache_dir ("" = <model_dir>/onnx), slop_s, queue_size, threads (0 = backend
+default), require_signed (sign every map; codemap.yaml security), signing_key ("" =
+<key_dir>/<agent_id>.key, made by `codealign keys generate`), camera_extrinsics (16 doubles per
+camera, LiDAR -> camera row-major, OpenCV axes; empty = camera_calibration, a calibration YAML,
+default config/mini_vehicle.calibration.yaml; intrinsics: camera_info), publish_tf (default
+false: a bag replay carries TF; true broadcasts map -> <agent>/lidar from the pose topic and the
+static <agent>/lidar -> <agent>/camera<i>, `ros.tf.PoseTfRelay`).
 """
 from __future__ import annotations
 
