@@ -20,11 +20,12 @@ def startup_failure(node: str, exc: BaseException) -> SystemExit:
     cause = cause.strip() or type(exc).__name__
     if isinstance(exc, FileNotFoundError) and "run " in cause:
         fix = ""  # the store's message names the command that makes the file
-    elif isinstance(exc, (OSError, RuntimeError)):
-        fix = "; fix: check the path / model_dir parameter (config/<node>.param.yaml)"
     else:
-        fix = (f"; fix: correct the parameter (`--ros-args -p name:=value`, defaults in "
-               f"config/{node}.param.yaml)")
+        from codealign_ros.ros.params import param_file
+
+        what = "the path / model_dir" if isinstance(exc, (OSError, RuntimeError)) else "the"
+        defaults = f", defaults in {param_file(node)}" if param_file(node).is_file() else ""
+        fix = f"; fix: correct {what} parameter (`--ros-args -p name:=value`{defaults})"
     return SystemExit(f"{node}: cannot start: {cause}{fix}")
 
 
