@@ -132,7 +132,8 @@ def demo_inputs(seed: int = 3, frames: int = 4) -> list[Any]:
 def bench_pipelines(models: Path, backends: list[str], repeat: int
                     ) -> tuple[dict[str, Any], dict[str, np.ndarray] | None]:
     from codealign_ros.core.codemap import GridPose
-    from codealign_ros.pipeline import ReceiverPipeline, VehiclePipeline
+    from codealign_ros.pipeline import (ReceiverConfig, ReceiverPipeline, VehicleConfig,
+                                        VehiclePipeline)
 
     frames = demo_inputs()
     rows: dict[str, Any] = {}
@@ -141,8 +142,8 @@ def bench_pipelines(models: Path, backends: list[str], repeat: int
         maps, res = [], {}
         for agent_id, modality, targets in (("cav_1", "m1", ()), ("cav_2", "m4", ("g1",)),
                                             ("rsu_1", "m2", ("g1",))):
-            pipe = VehiclePipeline(models, modality, agent_id, backend=backend, threads=1,
-                                   translate_to=targets)
+            pipe = VehiclePipeline(VehicleConfig(models, modality, agent_id, backend=backend,
+                                                 threads=1, translate_to=targets))
             stage: dict[str, list[float]] = {"preprocess_ms": [], "inference_ms": [],
                                              "postprocess_ms": []}
             result = None
@@ -155,7 +156,7 @@ def bench_pipelines(models: Path, backends: list[str], repeat: int
             res[modality] = {k: _pct(v) for k, v in stage.items()}
             pose = GridPose((3.0 * len(maps), 0.0, 0.0))
             maps.append(pipe.code_maps(result, 10**9, pose)[0])
-        rx = ReceiverPipeline(models, "cav_1", "m1", backend=backend, threads=1)
+        rx = ReceiverPipeline(ReceiverConfig(models, "cav_1", "m1", backend=backend, threads=1))
         stage = {"translate_ms": [], "head_ms": [], "post_ms": [], "total_ms": []}
         for _ in range(repeat):
             for m in maps[1:]:
@@ -178,9 +179,9 @@ def bench_pipelines(models: Path, backends: list[str], repeat: int
 STARTUP = """
 import sys, time
 t0 = time.perf_counter()
-from codealign_ros.pipeline import ReceiverPipeline, VehiclePipeline
-VehiclePipeline(sys.argv[1], "m1", "cav_1", backend=sys.argv[2], threads=1)
-ReceiverPipeline(sys.argv[1], "cav_1", "m1", backend=sys.argv[2], threads=1)
+from codealign_ros.pipeline import ReceiverConfig, ReceiverPipeline, VehicleConfig, VehiclePipeline
+VehiclePipeline(VehicleConfig(sys.argv[1], "m1", "cav_1", backend=sys.argv[2], threads=1))
+ReceiverPipeline(ReceiverConfig(sys.argv[1], "cav_1", "m1", backend=sys.argv[2], threads=1))
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0].split()[1]
 print(round(time.perf_counter() - t0, 3), hwm, "torch" in sys.modules)
 """  # VmHWM: peak RSS of this process image (ru_maxrss would carry the parent's over exec)

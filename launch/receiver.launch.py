@@ -5,7 +5,7 @@
 Arguments, defaults and nodes live in config/launch.yaml; `codealign launch receiver` runs the
 same graph without ros2 launch.
 """
-from codealign_ros.launch_graph import launch_description
+from codealign_ros.launch import launch_description
 
 
 def generate_launch_description():

@@ -31,13 +31,14 @@ SCRIPT = textwrap.dedent("""
     from codealign_ros.core.codemap import GridPose
     from codealign_ros.data.types import CameraFrame
     from codealign_ros.models.inputs import synthetic_points, synthetic_rig
-    from codealign_ros.pipeline import ReceiverPipeline, VehiclePipeline
+    from codealign_ros.pipeline import (ReceiverConfig, ReceiverPipeline, VehicleConfig,
+                                        VehiclePipeline)
     store = sys.argv[1]
-    ego = VehiclePipeline(store, "m1", "cav_1", backend="onnxruntime", threads=1)
-    peer = VehiclePipeline(store, "m2", "cav_2", backend="onnxruntime", threads=1,
-                           translate_to=["g1"])
-    cam = VehiclePipeline(store, "m4", "cav_3", backend="onnxruntime", threads=1)
-    rx = ReceiverPipeline(store, "cav_1", "m1", backend="onnxruntime", threads=1)
+    ego = VehiclePipeline(VehicleConfig(store, "m1", "cav_1", backend="onnxruntime", threads=1))
+    peer = VehiclePipeline(VehicleConfig(store, "m2", "cav_2", backend="onnxruntime", threads=1,
+                                         translate_to=("g1",)))
+    cam = VehiclePipeline(VehicleConfig(store, "m4", "cav_3", backend="onnxruntime", threads=1))
+    rx = ReceiverPipeline(ReceiverConfig(store, "cav_1", "m1", backend="onnxruntime", threads=1))
     pts = synthetic_points(ego.profile, 4000, np.random.default_rng(1))
     k, ext = synthetic_rig(4, (160, 120))
     rng = np.random.default_rng(2)
@@ -85,10 +86,11 @@ def test_ort_pipelines_run_without_torch_and_match_pytorch(exported: Path,
     from codealign_ros.core.codemap import GridPose
     from codealign_ros.data.types import CameraFrame
     from codealign_ros.models.inputs import synthetic_points, synthetic_rig
-    from codealign_ros.pipeline import ReceiverPipeline, VehiclePipeline
+    from codealign_ros.pipeline import (ReceiverConfig, ReceiverPipeline, VehicleConfig,
+                                        VehiclePipeline)
 
-    ego = VehiclePipeline(exported, "m1", "cav_1", backend="torch")
-    cam = VehiclePipeline(exported, "m4", "cav_3", backend="torch")
+    ego = VehiclePipeline(VehicleConfig(exported, "m1", "cav_1", backend="torch"))
+    cam = VehiclePipeline(VehicleConfig(exported, "m4", "cav_3", backend="torch"))
     pts = synthetic_points(ego.profile, 4000, np.random.default_rng(1))
     k, ext = synthetic_rig(4, (160, 120))
     rng = np.random.default_rng(2)
@@ -98,7 +100,7 @@ def test_ort_pipelines_run_without_torch_and_match_pytorch(exported: Path,
     cam_map = cam.code_maps(cam.process_cameras(cams), 10**9, GridPose((-3.0, 2.0, 0.0)))[0]
     for idx, ref in ((got["indices"][0], own.indices), (got["indices"][-1], cam_map.indices)):
         assert np.mean(np.asarray(idx) == ref) > 0.99  # argmin ties may flip a few cells
-    rx = ReceiverPipeline(exported, "cav_1", "m1", backend="torch")
+    rx = ReceiverPipeline(ReceiverConfig(exported, "cav_1", "m1", backend="torch"))
     out = rx.fuse(own, 10**9)
     assert isinstance(rx.source, TorchSource) and len(out.scores) > 0
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import importlib
 import json
 import os
 import py_compile
@@ -26,9 +27,9 @@ from codealign_ros.core.geometry import pose6_to_matrix
 from codealign_ros.data.assignment import assign_modalities
 from codealign_ros.data.bag import write_bag
 from codealign_ros.data.types import AgentFrame, CooperativeFrame
-from codealign_ros.launch_graph import (LaunchGraphError, NodeSpec, graph_arguments,
-                                        graph_names, load_graph, locate, param_text,
-                                        split_available)
+from codealign_ros.launch import (LaunchGraphError, NodeSpec, graph_arguments,
+                                  graph_names, load_graph, locate, param_text,
+                                  split_available)
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCH_FILES = sorted((ROOT / "launch").glob("*.launch.py"))
@@ -233,11 +234,33 @@ def test_launch_description_declares_the_graph_arguments(path: Path) -> None:
     assert declared == list(graph_arguments(path.name.removesuffix(".launch.py")))
 
 
-def test_setup_console_scripts_match_the_executables_table() -> None:
-    scripts = dict(re.findall(r'"(\w+) = ([\w.]+):main"', (ROOT / "setup.py").read_text()))
+def _console_scripts() -> dict[str, str]:
+    """setup.py's console_scripts: name -> module."""
+    return dict(re.findall(r'"(\w+) = ([\w.]+):main"', (ROOT / "setup.py").read_text()))
+
+
+def test_setup_installs_every_executable_of_the_executables_table() -> None:
+    scripts = _console_scripts()
     for name, info in lookup("launch", "executables").items():
-        if name in scripts:
-            assert scripts[name] == info["module"], name
+        if info["package"] == "codealign_ros":
+            assert scripts.get(name) == info["module"], f"setup.py does not install {name}"
+
+
+def test_setup_installs_every_executable_a_graph_names() -> None:
+    """What `ros2 launch` runs: every executable of every graph's nodes (whatever the
+    arguments) is a console script, or an optional one of another package."""
+    scripts, table = _console_scripts(), lookup("launch", "executables")
+    named = {(entry["executable"], bool(entry.get("optional")))
+             for graph in lookup("launch", "graphs").values()
+             for entry in graph.get("nodes") or []}
+    assert named
+    for exe, optional in sorted(named):
+        if table[exe]["package"] == "codealign_ros":
+            assert scripts.get(exe) == table[exe]["module"], f"setup.py does not install {exe}"
+        else:
+            assert optional, f"{exe} of package {table[exe]['package']} must be optional"
+    for module in set(scripts.values()):
+        assert callable(getattr(importlib.import_module(module), "main", None)), module
 
 
 def test_rviz_config_shows_the_configured_topics_in_the_world_frame() -> None:
@@ -314,9 +337,9 @@ def test_missing_node_module_exits_2_naming_it(broken_config: dict[str, str]) ->
 class _Launch:
     """`codealign launch` as a child process whose output lines are collected."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, cwd: Path | None = None) -> None:
         self.proc = subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
+                                     stderr=subprocess.STDOUT, text=True, cwd=cwd)
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -379,6 +402,37 @@ def test_transport_graph_runs_until_the_monitor_is_done(ros_domain: int) -> None
     assert _exit_codes(out) == {"monitor": 0, "source_cav_1": 0, "source_rsu_1": 0}
     assert set(_pids(out)) == {"monitor", "source_cav_1", "source_rsu_1"}
     assert all(_gone(pid) for pid in _pids(out).values())
+
+
+@pytest.mark.dds
+def test_vehicle_graph_comes_up_from_another_directory(ros_domain: int, tmp_path: Path) -> None:
+    """The default model_dir (relative models/mini) resolves against the checkout / the
+    package share directory when the working directory lacks it."""
+    assert not (tmp_path / "models").exists()
+    run = _Launch("vehicle", "modality:=m1", "require_signed:=false", cwd=tmp_path)
+    ready = run.wait_for(r"cav_1: m1 -> spaces \['g1'\]", 240)
+    run.proc.send_signal(signal.SIGINT)
+    code, out = run.finish()
+    assert ready, out
+    assert code == 0 and "Traceback" not in out, out
+
+
+def test_a_node_that_cannot_start_says_why_in_one_line(tmp_path: Path) -> None:
+    cases = [("vehicle_node", ["model_dir:=no/such/models"], "no model directory no/such/models"),
+             ("vehicle_node", ["encoding:=lz4"], "encoding 'lz4': expected one of raw"),
+             ("fusion_node", ["max_age_s:=soon"], "max_age_s")]
+    runs = [(subprocess.Popen([sys.executable, "-m", f"codealign_ros.nodes.{node}",
+                               "--ros-args", "-p", "require_signed:=false",
+                               *[a for p in params for a in ("-p", p)]],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              cwd=tmp_path), node, says)
+            for node, params, says in cases]
+    for run, node, says in runs:
+        _, err = run.communicate(timeout=180)
+        assert run.returncode == 1, err
+        line = err.strip().splitlines()[-1]
+        assert line.startswith(f"{node}: cannot start: ") and says in line, err
+        assert "Traceback" not in err and ("fix" in line or "run `make models`" in line), err
 
 
 @pytest.mark.dds

@@ -19,8 +19,8 @@ from codealign_ros.models.encoders.inputs import (collate, encoder_inputs, synth
                                                   synthetic_rig)
 from codealign_ros.config.profiles import load_profile
 from codealign_ros.models.store import ModelStore, save_component
-from codealign_ros.pipeline import (DROP_REASONS, PipelineError, ReceiverPipeline,
-                                    VehiclePipeline, export_all)
+from codealign_ros.pipeline import (DROP_REASONS, PipelineError, ReceiverConfig,
+                                    ReceiverPipeline, VehicleConfig, VehiclePipeline, export_all)
 from codealign_ros.pipeline.stages import component_key, receiver_spec
 from codealign_ros.pipeline.testing import make_random_store
 from codealign_ros.train.evaluate import Evaluator
@@ -39,9 +39,10 @@ def store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def vehicles(store_dir: Path) -> dict[str, VehiclePipeline]:
-    return {"m1": VehiclePipeline(store_dir, "m1", "cav_1", "torch"),
-            "m2": VehiclePipeline(store_dir, "m2", "cav_2", "torch"),
-            "m2_d2c": VehiclePipeline(store_dir, "m2", "cav_2", "torch", translate_to=("g1",))}
+    return {"m1": VehiclePipeline(VehicleConfig(store_dir, "m1", "cav_1", "torch")),
+            "m2": VehiclePipeline(VehicleConfig(store_dir, "m2", "cav_2", "torch")),
+            "m2_d2c": VehiclePipeline(VehicleConfig(store_dir, "m2", "cav_2", "torch",
+                                                    translate_to=("g1",)))}
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,8 @@ def pose_at(x: float, y: float = 0.0, yaw: float = 0.0) -> GridPose:
 
 def receiver(store_dir: Path, **kw: object) -> ReceiverPipeline:
     args = {"backend": "torch", "max_age_s": 0.5, "max_peers": 4, **kw}
-    return ReceiverPipeline(store_dir, "cav_1", "m1", **args)  # type: ignore[arg-type]
+    return ReceiverPipeline(ReceiverConfig(store_dir, "cav_1", "m1",
+                                           **args))  # type: ignore[arg-type]
 
 
 def maps_of(vehicle: VehiclePipeline, points: np.ndarray, stamp: int, pose: GridPose,
@@ -108,16 +110,16 @@ def test_vehicle_refuses_bad_clouds_with_reasons(vehicles, clouds) -> None:
 
 def test_vehicle_config_errors(store_dir) -> None:
     with pytest.raises(PipelineError, match="cannot translate") as err:
-        VehiclePipeline(store_dir, "m1", "cav_1", "torch", translate_to=("g3",))
+        VehiclePipeline(VehicleConfig(store_dir, "m1", "cav_1", "torch", translate_to=("g3",)))
     assert err.value.reason == "config"
     with pytest.raises(PipelineError) as err:
-        VehiclePipeline(store_dir, "m9", "cav_1", "torch")
+        VehiclePipeline(VehicleConfig(store_dir, "m9", "cav_1", "torch"))
     assert err.value.reason == "config"
 
 
 def test_vehicle_cameras(tmp_path: Path) -> None:
     store = make_random_store(tmp_path / "mini", modalities=("m4",), translators=False)
-    v = VehiclePipeline(store, "m4", "cav_4", "torch")
+    v = VehiclePipeline(VehicleConfig(store, "m4", "cav_4", "torch"))
     k, cam_to_lidar = synthetic_rig(4, (160, 120))
     rng = np.random.default_rng(0)
     cams = [CameraFrame(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8), k[i],
@@ -258,9 +260,9 @@ def test_unknown_space_without_translator(tmp_path: Path, base_maps) -> None:
 
 # -- backends ----------------------------------------------------------------------------------
 def test_onnxruntime_matches_torch(store_dir, vehicles, clouds, base_maps) -> None:
-    ort = {"m1": VehiclePipeline(store_dir, "m1", "cav_1", "onnxruntime"),
-           "m2_d2c": VehiclePipeline(store_dir, "m2", "cav_2", "onnxruntime",
-                                     translate_to=("g1",))}
+    ort = {"m1": VehiclePipeline(VehicleConfig(store_dir, "m1", "cav_1", "onnxruntime")),
+           "m2_d2c": VehiclePipeline(VehicleConfig(store_dir, "m2", "cav_2", "onnxruntime",
+                                                   translate_to=("g1",)))}
     assert ort["m1"].backend.name == "onnxruntime"
     for key, v in ort.items():
         for cloud in clouds:

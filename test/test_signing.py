@@ -248,9 +248,10 @@ def test_reason_tuples_are_disjoint() -> None:
 
 def test_detections_name_a_bounded_number_of_agents() -> None:
     from codealign_ros.config import lookup
-    from codealign_ros.pipeline import PipelineError, ReceiverPipeline
+    from codealign_ros.pipeline import PipelineError, ReceiverConfig, ReceiverPipeline
 
     bound = int(lookup("codemap", "max_contributing_agents"))
     with pytest.raises(PipelineError, match="max_contributing_agents") as err:
-        ReceiverPipeline("no/such/models", "cav_1", "m1", max_peers=bound)  # + ego > bound
+        # + ego > bound
+        ReceiverPipeline(ReceiverConfig("no/such/models", "cav_1", "m1", max_peers=bound))
     assert err.value.reason == "config"

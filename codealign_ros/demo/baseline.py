@@ -44,10 +44,11 @@ def ego_only_records(maps: Iterable[CodeMap], model_dir: Path | str, ego: str,
                      modality: str, backend: str = "auto", profile: str | None = None,
                      threads: int | None = 1) -> list[dict[str, Any]]:
     """`detections` records (source ego_only) of the ego's maps fused alone, one per stamp."""
+    from codealign_ros.pipeline.configs import ReceiverConfig
     from codealign_ros.pipeline.receiver import ReceiverPipeline
 
-    receiver = ReceiverPipeline(model_dir, ego, modality, backend=backend, profile=profile,
-                                threads=threads)
+    receiver = ReceiverPipeline(ReceiverConfig(model_dir, ego, modality, backend=backend,
+                                               profile=profile, threads=threads))
     out, seen = [], set()
     for cm in maps:
         if cm.agent_id != ego or cm.code_space != receiver.ego_group or cm.stamp_ns in seen:

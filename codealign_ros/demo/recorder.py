@@ -237,7 +237,7 @@ class DemoRecorder(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Entry point: `python -m codealign_ros.demo.recorder --ros-args -p out:=DIR ...`."""
-    return run_node(DemoRecorder, args)
+    return run_node(DemoRecorder, args, "demo_recorder")
 
 
 if __name__ == "__main__":

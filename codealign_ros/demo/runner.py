@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from codealign_ros.config import config_dir, lookup, topic
-from codealign_ros.launch_graph import NodeSpec, format_agents, load_graph, parse_agents
 from codealign_ros.errors import CodeAlignError
+from codealign_ros.launch import NodeSpec, format_agents, load_graph, parse_agents
 
 GRAPH = "demo"
 DEFAULT_SEED = 191

@@ -265,7 +265,7 @@ def run_play(args: argparse.Namespace, ros_argv: Sequence[str] | None = None) ->
         nodes.append(BagPlayer(options, info))
         return nodes[0]
 
-    run_node(factory, list(ros_argv) if ros_argv is not None else None)
+    run_node(factory, list(ros_argv) if ros_argv is not None else None, "bag_player")
     return nodes[0].exit_code if nodes else 1
 
 

@@ -23,6 +23,7 @@ from codealign_ros.core.stats import DropCounter, StreamStats
 from codealign_ros.ros.codemap_msg import msg_to_codemap, ns_to_stamp
 from codealign_ros.ros.image import rgb_to_image
 from codealign_ros.ros.qos import qos_profile
+from codealign_ros.ros.params import declare_from_file
 from codealign_ros.ros.runner import run_node
 from codealign_msgs.msg import CodeMap as CodeMapMsg
 from sensor_msgs.msg import Image
@@ -35,11 +36,11 @@ class CodeMapMonitor(Node):
 
     def __init__(self) -> None:
         super().__init__("codemap_monitor")
-        self.expected = self.declare_parameter("expected", 0).value
-        record = self.declare_parameter("record", "").value
+        p = declare_from_file(self, "codemap_monitor")
+        self.expected, record = p["expected"], p["record"]
         self.record = open(record, "w") if record else None
-        self.publish_images = bool(self.declare_parameter("publish_images", False).value)
-        self.report = bool(self.declare_parameter("report", True).value)  # the status lines
+        self.publish_images = bool(p["publish_images"])
+        self.report = bool(p["report"])  # the status lines
         self.image_pubs: dict[str, Any] = {}
         self.streams: dict[str, StreamStats] = {}
         self.drops = DropCounter()
@@ -114,7 +115,7 @@ class CodeMapMonitor(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Entry point: `codemap_monitor --ros-args -p expected:=20 -p record:=/tmp/rx.jsonl`."""
-    return run_node(CodeMapMonitor, args)
+    return run_node(CodeMapMonitor, args, "codemap_monitor")
 
 
 if __name__ == "__main__":

@@ -14,11 +14,12 @@ import numpy as np
 from rclpy.node import Node
 
 from codealign_ros.config import frame, lookup, topic
-from codealign_ros.core.codemap import CodeMap, Encoding, GridPose, codebook_hash
+from codealign_ros.core.codemap import CodeMap, GridPose, codebook_hash
 from codealign_ros.core.codemap_samples import realistic_code_map
 from codealign_ros.config.profiles import load_profile
-from codealign_ros.ros.codemap_msg import codemap_to_msg
+from codealign_ros.ros.codemap_msg import codemap_to_msg, encoding_param
 from codealign_ros.ros.qos import qos_profile
+from codealign_ros.ros.params import declare_from_file
 from codealign_ros.ros.runner import run_node
 from codealign_msgs.msg import CodeMap as CodeMapMsg
 
@@ -42,7 +43,7 @@ class CodeMapSource(Node):
         self.agent_id = p["agent_id"]
         bits = int(lookup("codemap", "codebook_bits"))
         grid = load_profile(p["profile"]).grid
-        self.encoding = Encoding[p["encoding"].upper()]
+        self.encoding = encoding_param(p["encoding"])
         self.count, self.sent, self.wait_for = p["count"], 0, p["wait_for_subscribers"]
         self.speed, self.matched_at = p["speed_mps"], None
         self.record = open(p["record"], "w") if p["record"] else None
@@ -60,11 +61,7 @@ class CodeMapSource(Node):
         self.timer = self.create_timer(1.0 / p["rate_hz"], self._tick)
 
     def _declare_parameters(self) -> dict:
-        defaults = {"agent_id": "cav_1", "modality": "m1", "code_space": "g1",
-                    "profile": "opv2v", "rate_hz": 10.0, "count": 0, "encoding": "zstd",
-                    "seed": 0, "wait_for_subscribers": 0, "speed_mps": 10.0, "record": ""}
-        return {name: self.declare_parameter(name, value).value
-                for name, value in defaults.items()}
+        return declare_from_file(self, "codemap_source")
 
     def _tick(self) -> None:
         if self.sent == 0 and not self._subscribers_ready():
@@ -100,7 +97,7 @@ class CodeMapSource(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Entry point: `codemap_source --ros-args -p agent_id:=cav_2 -p encoding:=raw`."""
-    return run_node(CodeMapSource, args)
+    return run_node(CodeMapSource, args, "codemap_source")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ vision_msgs is importable), a MarkerArray (DELETEALL, then LINE_LIST boxes + sco
 second on a steady clock (agents fused, drops and skips by reason, timings, and the ledger
 `ledger_offered` = `ledger_fused` + `ledger_dropped` + `ledger_held`).
 
-Parameters: agent_id (ego), modality ("" = learn it from the ego's first code map), model_dir,
+Parameters (defaults: config/fusion_node.param.yaml, schema/fusion_node.schema.json):
+agent_id (ego), modality ("" = learn it from the ego's first code map), model_dir,
 profile ("" = model_dir's name), backend, cache_dir, max_age_s (peer vs ego stamp),
 max_delay_s (stamp -> arrival), future_tolerance_s,
 comm_range_m (< 0: groups.yaml data.comm_range), max_peers, claim_window_s, class_name,
@@ -43,14 +44,16 @@ from codealign_msgs.msg import Detection3DArray
 from codealign_ros.config import ConfigError, frame, topic
 from codealign_ros.core.codemap import CodeMap, CodeMapError
 from codealign_ros.core.stats import DropCounter
+from codealign_ros.pipeline import (PipelineError, ReceiverConfig, ReceiverPipeline,
+                                    ReceiverResult, drop_reason)
 from codealign_ros.ros.diagnostics import RateLimitedLog, diagnostic_status
-from codealign_ros.pipeline import PipelineError, ReceiverPipeline, ReceiverResult, drop_reason
 from codealign_ros.pipeline.transport import LatestWins, Worker, ledger
 from codealign_ros.ros import markers
 from codealign_ros.ros.codemap_msg import msg_to_codemap, ns_to_stamp
 from codealign_ros.ros.qos import qos_profile
 from codealign_ros.ros.transport import (CpuMeter, LostCounter, steady_timer,
                                          subscribe_counting_lost)
+from codealign_ros.ros.params import declare_from_file
 from codealign_ros.ros.runner import run_node
 from codealign_ros.pipeline.link import ECHO
 from codealign_ros.nodes.link_setup import make_link_checker
@@ -62,11 +65,7 @@ try:
 except ImportError:
     VisionDetection3DArray = None
 
-DEFAULTS = {"agent_id": "cav_1", "modality": "", "model_dir": "models/mini", "profile": "",
-            "backend": "auto", "cache_dir": "", "max_age_s": 0.5, "max_delay_s": 1.0,
-            "future_tolerance_s": 0.05, "comm_range_m": -1.0, "max_peers": 8,
-            "claim_window_s": 1.0,
-            "class_name": "vehicle", "threads": 0}
+NODE = "fusion_node"  # its parameters: config/fusion_node.param.yaml (+ schema/)
 MARKER_COLOR = (1.0, 0.45, 0.0)
 EGO_SILENT_S = 2.0  # diagnostics warn when the ego's own map has not arrived for this long
 
@@ -92,7 +91,7 @@ class FusionNode(Node):
 
     def __init__(self) -> None:
         super().__init__("fusion_node")
-        self.p = {k: self.declare_parameter(k, v).value for k, v in DEFAULTS.items()}
+        self.p = declare_from_file(self, NODE)
         self.ego = self.p["agent_id"]
         self.frame_id = frame("grid", agent=self.ego)
         self.link = self._link_checker()
@@ -125,12 +124,8 @@ class FusionNode(Node):
 
     def _link_checker(self) -> Any:
         """Field, channel and signature checks (exits with one clear line without keys)."""
-        from codealign_ros.config import lookup
-
-        required = self.declare_parameter("require_signed", bool(lookup(
-            "codemap", "security", "require_signed"))).value
-        return make_link_checker(self.ego, bool(required),
-                                 self.declare_parameter("trust_store", "").value)
+        return make_link_checker(self.ego, bool(self.p["require_signed"]),
+                                 self.p["trust_store"])
 
     def _on_local_codemap(self, msg: CodeMapMsg, info: Any) -> None:
         self._on_codemap(msg, info, local=True)
@@ -142,14 +137,8 @@ class FusionNode(Node):
         return qos
 
     def _build(self, modality: str) -> None:
-        p = self.p
-        comm = float(p["comm_range_m"])
-        self.pipeline = ReceiverPipeline(
-            p["model_dir"], self.ego, modality, p["backend"], float(p["max_age_s"]),
-            float(p["future_tolerance_s"]), comm if comm >= 0 else None, int(p["max_peers"]),
-            p["profile"] or None, p["cache_dir"] or None, float(p["claim_window_s"]),
-            logging.getLogger("codealign.pipeline"), int(p["threads"]) or None,
-            float(p["max_delay_s"]))
+        self.pipeline = ReceiverPipeline(ReceiverConfig.from_params(self.p, modality),
+                                         logging.getLogger("codealign.pipeline"))
         self.pipeline.drops.update(self.early)
         self.get_logger().info(f"ego {self.ego} ({modality}, space {self.pipeline.ego_group}) "
                                f"on {self.pipeline.backend_name}; translating "
@@ -288,7 +277,7 @@ class FusionNode(Node):
 def main(args: list[str] | None = None) -> int:
     """Entry point: `fusion_node --ros-args -p agent_id:=cav_1 -p model_dir:=models/mini`."""
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
-    return run_node(FusionNode, args)
+    return run_node(FusionNode, args, NODE)
 
 
 if __name__ == "__main__":

@@ -17,9 +17,9 @@ import threading
 import time
 from typing import Any, Sequence, TextIO
 
-from codealign_ros.launch_graph import (LaunchGraphError, NodeSpec, graph_arguments,
-                                        graph_description, graph_names, load_graph, locate,
-                                        split_available)
+from codealign_ros.launch import (LaunchGraphError, NodeSpec, graph_arguments,
+                                  graph_description, graph_names, load_graph, locate,
+                                  split_available)
 
 STOP_TIMEOUT_S = 10.0  # per escalation step (SIGINT -> SIGTERM -> SIGKILL); nodes load models
 POLL_S = 0.1

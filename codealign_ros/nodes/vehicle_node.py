@@ -11,15 +11,16 @@ Latest wins: the synchroniser hands each matched frame to a worker thread throug
 pipeline.transport.LatestWins slot, so the node always encodes the newest frame; a matched
 frame replaced before the worker took it (the node was busy) is counted as drop `busy`.
 
-Parameters: agent_id, modality, model_dir, profile ("" = model_dir's name), backend (auto,
-onnxruntime, tensorrt, torch), translate_to (string array of target spaces: sender-side D2C),
-encoding (raw|zlib|zstd), cache_dir ("" = <model_dir>/onnx), slop_s, queue_size, threads
-(0 = backend default), require_signed (sign every map; codemap.yaml security), signing_key
-("" = <key_dir>/<agent_id>.key, made by `codealign keys generate`), camera_extrinsics (16
-doubles per camera, LiDAR -> camera row-major, OpenCV axes; unset = the mini-world vehicle rig
-of codealign_ros.data.world), publish_tf
-(default false: a bag replay carries TF; true broadcasts map -> <agent>/lidar from the pose
-topic and the static <agent>/lidar -> <agent>/camera<i>, `ros.tf.PoseTfRelay`).
+Parameters (defaults: config/vehicle_node.param.yaml, schema/vehicle_node.schema.json):
+agent_id, modality, model_dir, profile ("" = model_dir's name), backend (auto, onnxruntime,
+tensorrt, torch), translate_to (string array of target spaces: sender-side D2C), encoding
+(raw|zlib|zstd), cache_dir ("" = <model_dir>/onnx), slop_s, queue_size, threads (0 = backend
+default), require_signed (sign every map; codemap.yaml security), signing_key ("" =
+<key_dir>/<agent_id>.key, made by `codealign keys generate`), camera_extrinsics (16 doubles per
+camera, LiDAR -> camera row-major, OpenCV axes; empty = camera_calibration, a calibration YAML,
+default config/mini_vehicle.calibration.yaml; intrinsics: camera_info), publish_tf (default
+false: a bag replay carries TF; true broadcasts map -> <agent>/lidar from the pose topic and the
+static <agent>/lidar -> <agent>/camera<i>, `ros.tf.PoseTfRelay`).
 """
 from __future__ import annotations
 
@@ -27,38 +28,37 @@ import logging
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
-from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Float64, Header
 
 from codealign_msgs.msg import CodeMap as CodeMapMsg
 from codealign_ros.config import topic
-from codealign_ros.core.codemap import CodeMapError, Encoding, GridPose
+from codealign_ros.core.codemap import CodeMapError, GridPose
 from codealign_ros.core.stats import DropCounter
 from codealign_ros.data.types import CameraFrame
-from codealign_ros.pipeline import PipelineError, VehiclePipeline
+from codealign_ros.pipeline import PipelineError, VehicleConfig, VehiclePipeline
 from codealign_ros.pipeline.transport import LatestWins, Worker
-from codealign_ros.ros.codemap_msg import codemap_to_msg
+from codealign_ros.ros.codemap_msg import codemap_to_msg, encoding_param
 from codealign_ros.ros.diagnostics import RateLimitedLog, diagnostic_status
 from codealign_ros.ros.errors import MalformedMessageError
 from codealign_ros.ros.image import image_to_rgb
 from codealign_ros.ros.pointcloud import pointcloud2_to_xyzi
 from codealign_ros.ros.qos import qos_profile
+from codealign_ros.ros.params import declare_from_file
 from codealign_ros.ros.runner import run_node
 from codealign_ros.nodes.link_setup import load_signer
 from codealign_ros.ros.signing_msg import sign_msg
 from codealign_ros.ros.transport import CpuMeter, steady_timer
 from codealign_ros.ros.sync import header_stamp_ns, make_synchronizer
 
-DEFAULTS = {"agent_id": "cav_1", "modality": "m1", "model_dir": "models/mini", "profile": "",
-            "backend": "auto", "encoding": "zstd", "cache_dir": "", "slop_s": 0.05,
-            "queue_size": 10, "threads": 0, "publish_tf": False}
+NODE = "vehicle_node"  # its parameters: config/vehicle_node.param.yaml (+ schema/)
 
 
 def grid_pose(msg: PoseStamped) -> GridPose:
@@ -69,11 +69,23 @@ def grid_pose(msg: PoseStamped) -> GridPose:
     return pose
 
 
-def default_extrinsics() -> list[np.ndarray]:
-    """LiDAR -> camera of the mini-world vehicle rig (the generated data's calibration)."""
-    from codealign_ros.data import world
+def calibration_extrinsics(path: str) -> list[np.ndarray]:
+    """LiDAR -> camera transforms of a calibration YAML (`cameras: [{lidar_to_camera: 16
+    doubles}]`, config/mini_vehicle.calibration.yaml); a relative path the working directory
+    lacks is read from the config directory. ValueError naming the file when unusable."""
+    import yaml
 
-    return [np.linalg.inv(m) for m in world._camera_rig(world.VEHICLE_CAMERAS)]
+    from codealign_ros.config import config_dir
+
+    file = Path(path)
+    if not file.is_absolute() and not file.exists():
+        file = config_dir() / file
+    try:
+        cams = yaml.safe_load(file.read_text())["cameras"]
+        return [np.asarray(c["lidar_to_camera"], np.float64).reshape(4, 4) for c in cams]
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"camera_calibration {file}: not a calibration YAML "
+                         f"(cameras: [{{lidar_to_camera: 16 doubles}}]): {exc}") from None
 
 
 class VehicleNode(Node):
@@ -81,16 +93,12 @@ class VehicleNode(Node):
 
     def __init__(self) -> None:
         super().__init__("vehicle_node")
-        p = {k: self.declare_parameter(k, v).value for k, v in DEFAULTS.items()}
-        targets = self.declare_parameter("translate_to", Parameter.Type.STRING_ARRAY).value
-        ext = self.declare_parameter("camera_extrinsics", Parameter.Type.DOUBLE_ARRAY).value
+        p = declare_from_file(self, NODE)
         self.agent = p["agent_id"]
-        self.signer = self._signer()
-        self.encoding = Encoding[p["encoding"].upper()]
-        self.pipeline = VehiclePipeline(
-            p["model_dir"], p["modality"], self.agent, p["backend"], tuple(targets or ()),
-            p["profile"] or None, p["cache_dir"] or None, logging.getLogger("codealign.pipeline"),
-            p["threads"] or None)
+        self.signer = load_signer(self.agent, p["signing_key"], bool(p["require_signed"]))
+        self.encoding = encoding_param(p["encoding"])
+        self.pipeline = VehiclePipeline(VehicleConfig.from_params(p),
+                                        logging.getLogger("codealign.pipeline"))
         self.get_logger().info(f"{self.agent}: {p['modality']} -> spaces "
                                f"{list(self.pipeline.spaces)} on {self.pipeline.backend_name}")
         self.drops, self.counts = DropCounter(), {"frames": 0, "published": 0}
@@ -104,7 +112,7 @@ class VehicleNode(Node):
                                               qos_profile("output"))
         self.diag_pub = self.create_publisher(DiagnosticArray, topic("diagnostics"),
                                               qos_profile("output"))
-        self.extrinsics = self._extrinsics(ext)
+        self.extrinsics = self._extrinsics(p["camera_extrinsics"], p["camera_calibration"])
         self.lock = threading.Lock()  # the worker's frame vs the diagnostics timer
         self.frames_box: LatestWins[tuple[Any, ...]] = LatestWins()
         self.worker = Worker(self.frames_box, lambda msgs: self._on_sensors(*msgs), self.lock,
@@ -118,23 +126,21 @@ class VehicleNode(Node):
 
             self.tf_relay = PoseTfRelay(self, self.agent, self.extrinsics)
 
-    def _signer(self) -> Any:
-        """The agent's Signer (None with require_signed off); exits naming the keys command
-        when the key is missing."""
-        from codealign_ros.config import lookup
-
-        required = self.declare_parameter("require_signed", bool(lookup(
-            "codemap", "security", "require_signed"))).value
-        return load_signer(self.agent, self.declare_parameter("signing_key", "").value,
-                           bool(required))
-
     def _signed(self, msg: CodeMapMsg) -> CodeMapMsg:
         return msg if self.signer is None else sign_msg(msg, self.signer)
 
-    def _extrinsics(self, flat: list[float] | None) -> list[np.ndarray]:
+    def _extrinsics(self, flat: list[float], calibration: str) -> list[np.ndarray]:
+        """camera_extrinsics when given, else the camera_calibration YAML (intrinsics come
+        with each frame's camera_info)."""
         cams = int(self.pipeline.num_cameras or 0)
         if not flat:
-            return default_extrinsics()[:cams] if cams else []
+            if not cams:
+                return []
+            rig = calibration_extrinsics(calibration)
+            if len(rig) < cams:
+                raise ValueError(f"camera_calibration {calibration}: {len(rig)} cameras, the "
+                                 f"modality has {cams}")
+            return rig[:cams]
         if len(flat) != 16 * cams:
             raise ValueError(f"camera_extrinsics needs 16 values per camera ({16 * cams}), "
                              f"got {len(flat)}")
@@ -226,7 +232,7 @@ class VehicleNode(Node):
 def main(args: list[str] | None = None) -> int:
     """Entry point: `vehicle_node --ros-args -p agent_id:=cav_1 -p modality:=m1`."""
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
-    return run_node(VehicleNode, args)
+    return run_node(VehicleNode, args, NODE)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ _WHERE = {
     "PipelineError": "stages", "export_all": "stages", "stage_backend": "stages",
     "DROP_REASONS": "drops", "ReceiverPipeline": "receiver", "ReceiverResult": "receiver",
     "drop_reason": "drops",
+    "ReceiverConfig": "configs", "VehicleConfig": "configs",
     "SpaceInfo": "vehicle", "VehiclePipeline": "vehicle", "VehicleResult": "vehicle",
 }
 __all__ = sorted(_WHERE)

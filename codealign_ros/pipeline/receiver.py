@@ -51,11 +51,12 @@ from codealign_ros.core.codemap import CodeMap, CodeMapError
 from codealign_ros.core.detect import PostConfig, make_anchors, postprocess
 from codealign_ros.core.grid import normalized_affine, relative_transform
 from codealign_ros.core.stats import DropCounter
+from codealign_ros.config.groups import group_of
+from codealign_ros.pipeline.configs import ReceiverConfig
 from codealign_ros.pipeline.deploy import SpaceInfo, StageRequest
 from codealign_ros.pipeline.drops import DROP_REASONS, drop_reason
 from codealign_ros.pipeline.sources import open_source
 from codealign_ros.pipeline.stages import PipelineError, space_output
-from codealign_ros.config.groups import group_of
 
 __all__ = ["DROP_REASONS", "ReceiverPipeline", "ReceiverResult", "drop_reason"]
 
@@ -96,18 +97,14 @@ def _ms(start: float) -> float:
 class ReceiverPipeline:
     """The ego's receiver: bounded table of peers' newest code maps + fusion of ego frames."""
 
-    def __init__(self, model_dir: Path | str, ego_agent_id: str, ego_modality: str,
-                 backend: str = "auto", max_age_s: float = 0.5,
-                 future_tolerance_s: float = 0.05, comm_range_m: float | None = None,
-                 max_peers: int = 8, profile: str | None = None,
-                 cache_dir: Path | str | None = None, claim_window_s: float = 1.0,
-                 logger: logging.Logger | None = None, threads: int | None = None,
-                 max_delay_s: float = 1.0) -> None:
-        self._set_limits(max_age_s, max_delay_s, future_tolerance_s, claim_window_s,
-                         comm_range_m, max_peers)
-        self.source = open_source(model_dir, profile, backend, cache_dir, logger)
+    def __init__(self, config: ReceiverConfig, logger: logging.Logger | None = None) -> None:
+        c = self.config = config
+        backend, threads, ego_modality = c.backend, c.threads, c.ego_modality
+        self._set_limits(c.max_age_s, c.max_delay_s, c.future_tolerance_s, c.claim_window_s,
+                         c.comm_range_m, c.max_peers)
+        self.source = open_source(c.model_dir, c.profile, backend, c.cache_dir, logger)
         self.grid = self.source.profile.grid
-        self.ego_id, self.ego_modality = ego_agent_id, ego_modality
+        self.ego_id, self.ego_modality = c.ego_agent_id, ego_modality
         try:
             self.ego_group = group_of(ego_modality)
         except ConfigError as exc:

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from codealign_ros.config.share import resolve_shipped
 from codealign_ros.pipeline import stages
 from codealign_ros.pipeline.deploy import (DEPLOY_KINDS, LOG, DeployError, DeploySource,
                                            StageRequest, _store_spaces)
@@ -79,8 +80,14 @@ def open_source(model_dir: Path | str, profile: str | None, backend: str,
                 cache_dir: Path | str | None = None,
                 logger: logging.Logger | None = None) -> DeploySource | TorchSource:
     """The export (torch-free, PyTorch only for stages it lacks) for ONNX backends when one
-    exists, else TorchSource (logged)."""
+    exists, else TorchSource (logged). A relative `model_dir` the working directory lacks
+    resolves against the checkout / the package share directory (config.share)."""
     log = logger or LOG
+    model_dir = resolve_shipped(model_dir)
+    if not Path(model_dir).is_dir():
+        raise FileNotFoundError(f"no model directory {model_dir} (looked in the working "
+                                f"directory, the checkout and the package share): run "
+                                f"`make models` or set model_dir:=<trained weights>")
     if backend in DEPLOY_KINDS:
         try:
             return FallbackSource(model_dir, profile, cache_dir, log)

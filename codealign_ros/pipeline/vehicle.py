@@ -26,11 +26,12 @@ from codealign_ros.core.codemap import CodeMap, GridPose
 from codealign_ros.data.types import AgentFrame, CameraFrame
 from codealign_ros.models.inputs import (collate_arrays, encoder_inputs, synthetic_points,
                                          synthetic_rig)
+from codealign_ros.config.groups import group_of
 from codealign_ros.config.modalities import modality_spec
+from codealign_ros.pipeline.configs import VehicleConfig
 from codealign_ros.pipeline.deploy import SpaceInfo, StageRequest
 from codealign_ros.pipeline.sources import open_source
 from codealign_ros.pipeline.stages import PipelineError, space_output
-from codealign_ros.config.groups import group_of
 
 __all__ = ["SpaceInfo", "VehiclePipeline", "VehicleResult"]
 
@@ -50,13 +51,13 @@ def _ms(start: float) -> float:
 class VehiclePipeline:
     """Frozen encoder -> adapter -> nearest code (+ UCT into `translate_to`) of one agent."""
 
-    def __init__(self, model_dir: Path | str, modality: str, agent_id: str,
-                 backend: str = "auto", translate_to: Sequence[str] = (),
-                 profile: str | None = None, cache_dir: Path | str | None = None,
-                 logger: logging.Logger | None = None, threads: int | None = None) -> None:
-        self.source = open_source(model_dir, profile, backend, cache_dir, logger)
+    def __init__(self, config: VehicleConfig, logger: logging.Logger | None = None) -> None:
+        c = self.config = config
+        modality, backend, translate_to, threads = c.modality, c.backend, c.translate_to, \
+            c.threads
+        self.source = open_source(c.model_dir, c.profile, backend, c.cache_dir, logger)
         self.profile, self.grid = self.source.profile, self.source.profile.grid
-        self.modality, self.agent_id = modality, agent_id
+        self.modality, self.agent_id = modality, c.agent_id
         try:
             self.group = group_of(modality)
             self.num_cameras = modality_spec(modality).get("cameras")

@@ -65,3 +65,13 @@ def msg_to_codemap(msg: CodeMapMsg) -> CodeMap:
         codebook_hash=msg.codebook_hash, stamp_ns=stamp_to_ns(msg.header.stamp),
         frame_id=msg.header.frame_id, resolution=float(msg.resolution),
         origin=(origin.x, origin.y, origin.z), pose=_grid_pose(msg.pose))
+
+
+def encoding_param(text: str) -> Encoding:
+    """The `encoding` node parameter (raw, zlib or zstd; any case) as an Encoding;
+    ValueError naming the choices otherwise."""
+    try:
+        return Encoding[str(text).upper()]
+    except KeyError:
+        raise ValueError(f"encoding {text!r}: expected one of "
+                         f"{', '.join(e.name.lower() for e in Encoding)}") from None
