@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from codealign_ros.config import config_dir, lookup, topic
+from codealign_ros.config.share import resolve_shipped
 from codealign_ros.errors import CodeAlignError
 from codealign_ros.launch import NodeSpec, format_agents, load_graph, parse_agents
 
@@ -341,7 +342,8 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
 def run_demo_cli(args: argparse.Namespace) -> int:
     """`codealign demo`: 0 when detections came through, 1 otherwise."""
     opts = DemoOptions(frames=args.frames, seed=args.seed, rate=args.rate,
-                       modalities=args.modalities, model_dir=args.model_dir,
+                       modalities=args.modalities,
+                       model_dir=str(resolve_shipped(args.model_dir)),  # from any directory
                        backend=args.backend, out_dir=args.out, picture=args.picture,
                        domain_id=args.domain_id, seconds=args.seconds)
     try:
