@@ -46,8 +46,12 @@ def measure(args: argparse.Namespace, data_root: Path, workers: int) -> dict[str
     from codealign_ros.config import lookup
     from codealign_ros.data.assignment import isolation_split
     from codealign_ros.data.opv2v import OPV2VDataset
-    from codealign_ros.config.profiles import load_profile
-    from codealign_ros.config.groups import group_of, groups
+    try:
+        from codealign_ros.config.groups import group_of, groups
+        from codealign_ros.config.profiles import load_profile
+    except ImportError:  # a source tree before the config layer (the "before" runs)
+        from codealign_ros.models.profile import load_profile
+        from codealign_ros.train.cli import group_of, groups
     from codealign_ros.train import stages
     from codealign_ros.train.loop import LoopConfig
     from codealign_ros.train.samples import load_frames
