@@ -27,6 +27,7 @@ bench: setup  ## benchmarks; results in benchmarks/results/ (see README)
 	$(RUN) codealign demo --frames 20 --out out/bench-demo  # rate 1.0: achieved rate, latency, bytes, CPU
 	cp out/bench-demo/summary.json benchmarks/results/demo_graph.json
 	$(RUN) python benchmarks/bench_realtime.py --demo out/bench-demo/summary.json  # NMS, stages, start-up, demo CPU
+	$(RUN) python tools/readme_results.py  # the README's copies of models.md and realtime.md
 
 data: setup  ## generate the mini-V2X dataset into data/mini-v2x (cached)
 	$(RUN) bash tools/make_data.sh data/mini-v2x

@@ -46,8 +46,8 @@ def bench_vehicle(profile_name: str, modality: str, agent: AgentFrame, repeat: i
                   tmp: Path) -> dict[str, Any]:
     profile = load_profile(profile_name)
     enc = build_encoder(modality, profile)
-    stage = VehicleEncoder(enc, Adapter(profile.channels), Codebook(profile.num_codes,
-                                                                     profile.channels)).eval()
+    stage = VehicleEncoder(enc, Adapter(profile.channels, profile.adapter_blocks),
+                           Codebook(profile.num_codes, profile.channels)).eval()
     kind = lookup("modalities", "modalities", modality, "encoder")
     pre_t = timed(lambda: collate([encoder_inputs(kind, agent, profile)]), repeat)
     inputs = collate([encoder_inputs(kind, agent, profile)])

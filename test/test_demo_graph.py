@@ -186,10 +186,12 @@ def test_graph_has_one_receiver_and_the_recorder(tmp_path: Path) -> None:
     assert fused.parameters["require_signed"] is True and fused.parameters["trust_store"] == keys
     assert by_name["vehicle_rsu_1"].parameters["signing_key"] == f"{keys}/rsu_1.key"
     # the player starts once every vehicle's sensor subscriptions (2 + 9 + 2) and the
-    # recorder's bag topics (TF, ground truth, every agent's pose and cloud) matched
+    # recorder's bag topics (TF, ground truth, every agent's pose, the ego's cloud) matched
     player = specs[-1].arguments
-    assert len(bag_topics([a for a, _ in agents])) == 4 + 2 * 3
-    assert player[player.index("--wait-for-subscribers") + 1] == "23"
+    ids = [a for a, _ in agents]
+    assert len(bag_topics(ids)) == 4 + 2 * 3 and len(bag_topics(ids, ids[:1])) == 4 + 3 + 1
+    assert specs[0].parameters["cloud_agents"] == ["cav_1"]
+    assert player[player.index("--wait-for-subscribers") + 1] == "21"
     assert by_name["codemap_images"].parameters["publish_images"] is True
     assert player[player.index("--rate") + 1] == "0.5"
     assert specs[0].parameters["processing_topics"] == [

@@ -61,7 +61,7 @@ SCRIPT = textwrap.dedent("""
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     store = make_random_store(tmp_path_factory.mktemp("deploy") / "mini",
-                              modalities=("m1", "m2", "m4"), score_bias=-4.0, score_gain=300.0)
+                              modalities=("m1", "m2", "m4"), score_bias=-1.5, score_gain=300.0)
     export_all(store)
     return store
 

@@ -103,6 +103,29 @@ def test_out_of_view_agent_gets_no_weight(backend: DetectionBackend) -> None:
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
+def test_all_zero_peer_leaves_the_ego_as_alone(backend: DetectionBackend) -> None:
+    x = feats(3)
+    x[1:] = 0.0  # two peers that carry nothing (blank maps)
+    th = theta_of(pose(), pose(3.0, 1.0, 0.2), pose(-4.0, 2.0, -0.3))
+    with torch.no_grad():
+        alone = backend(x[:1], th[:1])
+        with_zero = backend(x, th)
+    for key in ("cls", "reg", "dir"):
+        torch.testing.assert_close(with_zero[key], alone[key], atol=1e-5, rtol=1e-5)
+
+
+def test_zero_cells_of_a_peer_get_no_weight(backend: DetectionBackend) -> None:
+    x = feats(2, seed=3)
+    x[1, :, :, : GRID.width // 2] = 0.0  # the peer has nothing in the left half
+    with torch.no_grad():
+        alone, _ = backend.fusion.fuse_levels(x[:1], theta_of(pose()))
+        both, _ = backend.fusion.fuse_levels(x, theta_of(pose(), pose()))
+    for a, b, stride in zip(alone, both, backend.fusion.level_strides):
+        cols = GRID.width // 2 // stride - 1  # clear of the peer's half at this level
+        torch.testing.assert_close(a[..., :cols], b[..., :cols], atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(a[..., -cols:], b[..., -cols:], atol=1e-3)
+
+
 def _cell(x: float, y: float) -> tuple[int, int]:
     return (int((y - GRID.y_min) // GRID.resolution), int((x - GRID.x_min) // GRID.resolution))
 

@@ -42,7 +42,10 @@ else
     packages+=(interfaces/tf2_msgs)
 fi
 build_inputs=$(find codealign_msgs interfaces setup.py setup.cfg package.xml resource -type f | sort)
-build_key=$(echo "tf2_msgs=$tf2_source" | cat - $build_inputs "$VENV/.codealign-key" \
+# names of the installed data files (setup.py data_files): a new weight or config file needs a
+# rebuild to appear in the install's share directory (contents are symlinked)
+shipped=$(ls config models/mini/*.pt models/mini/*.md 2>/dev/null | tr '\n' ' ')
+build_key=$(echo "tf2_msgs=$tf2_source $shipped" | cat - $build_inputs "$VENV/.codealign-key" \
     | sha256sum | cut -d' ' -f1)
 if [[ ! -f install/.codealign-key || $(cat install/.codealign-key) != "$build_key" ]]; then
     start=$SECONDS

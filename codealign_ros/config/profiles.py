@@ -45,6 +45,11 @@ class Profile:
         return int(self.spec["channels"])
 
     @property
+    def adapter_blocks(self) -> int:
+        """Residual blocks of the adapter (`adapter.blocks`; the paper's 4 when absent)."""
+        return int(self.spec.get("adapter", {}).get("blocks", 4))
+
+    @property
     def num_codes(self) -> int:
         """Codes per codebook (16 -> 4 bits per cell)."""
         return int(self.spec["codebook"]["num_codes"])

@@ -67,6 +67,8 @@ class DemoRecorder(Node):
                                             Parameter.Type.STRING_ARRAY).value or []
         self.agent_ids = list(self.declare_parameter("agents", Parameter.Type.STRING_ARRAY)
                               .value or [self.p["ego"]])
+        self.cloud_agents = list(self.declare_parameter(
+            "cloud_agents", Parameter.Type.STRING_ARRAY).value or self.agent_ids)
         self.rec = RecordingWriter(self.p["out"])
         p = self.p
         self.rec.event("roles", ego=p["ego"], agents=self.agent_ids,
@@ -144,7 +146,7 @@ class DemoRecorder(Node):
         self.ready_at = time.monotonic()
         parsed = {topic("gt_objects"): self._on_gt, topic("pose", agent=self.p["ego"]):
                   self._on_pose}
-        for name, msgtype, qos in bag_topics(self.agent_ids):
+        for name, msgtype, qos in bag_topics(self.agent_ids, self.cloud_agents):
             self._record(message_class(msgtype), name, qos_profile(qos), parsed.get(name))
         self._write("ready", after_s=round(self.ready_at - self.started, 2))
         print(f"demo: all nodes up after {self.ready_at - self.started:.1f} s "

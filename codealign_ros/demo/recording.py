@@ -10,7 +10,8 @@ per message, `kind` and `t` = arrival seconds; see codealign_ros.demo.summary).
 Topics: the fused (and ego-only) detections and markers, code maps, code-map images,
 /diagnostics, the vehicles' processing times, the fusion latency and, from the bag (subscribed
 once the graph is up: `bag_topics`), /tf, /tf_static, ground truth, every agent's pose and
-LiDAR cloud.
+the LiDAR clouds of the `cloud_agents` (default: every agent; the demo records the ego's only:
+about 1 MB per cloud, the other agents' clouds stay in the scene bag).
 """
 from __future__ import annotations
 
@@ -30,16 +31,19 @@ EVENTS_TOPIC = "/demo/events"
 STRING = "std_msgs/msg/String"
 
 
-def bag_topics(agents: list[str]) -> list[tuple[str, str, str]]:
+def bag_topics(agents: list[str],
+               clouds: list[str] | None = None) -> list[tuple[str, str, str]]:
     """(topic, message type, QoS key) the recorder subscribes from the bag once all nodes
-    are up; the bag player's start waits for these subscriptions too."""
+    are up (LiDAR clouds of the `clouds` agents only; None: every agent's); the bag player's
+    start waits for these subscriptions too."""
     out = [(topic("tf"), "tf2_msgs/msg/TFMessage", "tf"),
            (topic("tf_static"), "tf2_msgs/msg/TFMessage", "tf_static"),
            (topic("gt_objects"), "codealign_msgs/msg/Detection3DArray", "output"),
            (topic("gt_markers"), "visualization_msgs/msg/MarkerArray", "output")]
     for a in agents:
-        out += [(topic("pose", agent=a), "geometry_msgs/msg/PoseStamped", "pose"),
-                (topic("lidar", agent=a), "sensor_msgs/msg/PointCloud2", "sensor")]
+        out.append((topic("pose", agent=a), "geometry_msgs/msg/PoseStamped", "pose"))
+        if clouds is None or a in clouds:
+            out.append((topic("lidar", agent=a), "sensor_msgs/msg/PointCloud2", "sensor"))
     return out
 
 

@@ -71,6 +71,7 @@ class DemoOptions:
     picture: Path | None = None  # default <out_dir>/demo_bev.png
     domain_id: int | None = None  # default: derived from the process id
     seconds: float = 600.0  # the recorder ends the run after this long in any case
+    record_clouds: str = "ego"  # LiDAR clouds in the recording: the ego's, or "all" agents
 
 
 # -- graph ------------------------------------------------------------------------------------
@@ -124,8 +125,9 @@ def demo_specs(opts: DemoOptions, bag: Path, agents: list[tuple[str, str]], fram
 
     # the player starts once every vehicle's sensor subscriptions and the recorder's bag
     # topics matched
-    wait_for = sum(sensor_subscriptions(m) for _, m in agents) + \
-        len(bag_topics([a for a, _ in agents]))
+    ids = [a for a, _ in agents]
+    clouds = ids if opts.record_clouds == "all" else ids[:1]
+    wait_for = sum(sensor_subscriptions(m) for _, m in agents) + len(bag_topics(ids, clouds))
     specs = load_graph(GRAPH, {"bag": str(bag), "agents": format_agents(agents),
                                "rate": opts.rate, "wait_for": wait_for, "backend": opts.backend,
                                "profile": opts.profile, "model_dir": opts.model_dir,
@@ -139,7 +141,7 @@ def demo_specs(opts: DemoOptions, bag: Path, agents: list[tuple[str, str]], fram
     recorder = NodeSpec(
         name="demo_recorder", executable="demo_recorder", package="codealign_ros",
         module=RECORDER_MODULE, parameters={
-            "out": str(record), "ego": agents[0][0], "agents": [a for a, _ in agents],
+            "out": str(record), "ego": agents[0][0], "agents": ids, "cloud_agents": clouds,
             "frames": frames,
             "timeout_s": float(opts.seconds), "codemap_publishers": len(agents),
             "codemap_subscribers": 3,  # the fusion node, the code-map images, the recorder
@@ -334,6 +336,9 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
                              "goes beside it as .gif)")
     parser.add_argument("--seconds", type=float, default=600.0,
                         help="stop the graph after this long in any case (default 600)")
+    parser.add_argument("--record-clouds", choices=("ego", "all"), default="ego",
+                        help="LiDAR clouds recorded: the ego's (default) or every agent's "
+                             "(about 1 MB each, 10 Hz)")
     parser.add_argument("--domain-id", type=int, default=None,
                         help="ROS_DOMAIN_ID of the demo graph (default: one derived from the "
                              "process id)")
@@ -345,7 +350,8 @@ def run_demo_cli(args: argparse.Namespace) -> int:
                        modalities=args.modalities,
                        model_dir=str(resolve_shipped(args.model_dir)),  # from any directory
                        backend=args.backend, out_dir=args.out, picture=args.picture,
-                       domain_id=args.domain_id, seconds=args.seconds)
+                       domain_id=args.domain_id, seconds=args.seconds,
+                       record_clouds=args.record_clouds)
     try:
         summary = run_demo(opts)
     except (DemoError, ValueError) as err:

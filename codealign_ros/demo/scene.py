@@ -18,6 +18,7 @@ import numpy as np
 from codealign_ros.config import topic
 from codealign_ros.core.codemap import GridPose
 from codealign_ros.data.synth import SynthConfig
+from codealign_ros.data.world_presets import default_world
 from codealign_ros.data.types import AgentFrame, CooperativeFrame
 from codealign_ros.errors import CodeAlignError
 
@@ -41,16 +42,19 @@ class SceneSpec:
     frames: int
     agents: int = 2
     rsu: bool = True
+    world: str = field(default_factory=default_world)  # config/worlds.yaml preset
 
     @property
     def key(self) -> str:
         """Cache directory name."""
-        return f"s{self.seed}_f{self.frames}_a{self.agents}{'_rsu' if self.rsu else ''}"
+        return (f"s{self.seed}_f{self.frames}_a{self.agents}{'_rsu' if self.rsu else ''}"
+                f"_{self.world}")
 
     def synth_config(self, out: Path) -> SynthConfig:
         """`codealign synth` settings writing into `out`."""
         return SynthConfig(out=Path(out), format="opv2v", scenes=1, frames=self.frames,
-                           agents=self.agents, seed=self.seed, rsu=self.rsu, split=SPLIT)
+                           agents=self.agents, seed=self.seed, rsu=self.rsu, split=SPLIT,
+                           world=self.world)
 
     def stamp(self) -> str:
         """Cache stamp: the generator settings and the bag format."""

@@ -7,6 +7,10 @@ identity for the ego) and ``sample`` (N,) names the sample (ego) each agent belo
 The per-sample softmax is a one-hot matmul over ``sample`` (no padding, no Python loop over
 agents); with ``sample=None`` every agent belongs to one sample (batch 1) and the sum is a plain
 reduction over dim 0 -- the form exported to ONNX with a dynamic number of agents.
+
+A cell whose input feature is all zero carries nothing and is fused as if the agent did not
+cover it (at every level: the mask max-pooled to the level's stride), so an all-zero or absent
+peer leaves the ego's result exactly as it is alone.
 """
 from __future__ import annotations
 
@@ -125,11 +129,13 @@ class PyramidFusion(nn.Module):
             raise ValueError(f"sample indices must lie in [0, {batch})")
 
     @staticmethod
-    def _fuse(feat: Tensor, logit: Tensor, theta: Tensor, one_hot: Tensor | None) -> Tensor:
-        """Warp to the ego frames and sum with weights valid*exp(score) / per-sample total."""
+    def _fuse(feat: Tensor, logit: Tensor, theta: Tensor, one_hot: Tensor | None,
+              info: Tensor) -> Tensor:
+        """Warp to the ego frames and sum with weights valid*exp(score) / per-sample total;
+        `info` (N, 1, h, w) is 1 where the agent's input had a feature."""
         n, c, h, w = feat.shape
         score = torch.sigmoid(logit)
-        warped = warp_with_theta(torch.cat([feat, score, torch.ones_like(score)], 1), theta)
+        warped = warp_with_theta(torch.cat([feat, score, info], 1), theta)
         wf, ws, valid = warped[:, :c], warped[:, c:c + 1], warped[:, c + 1:]
         weight = valid * torch.exp(ws)  # softmax numerator; 0 where the agent sees nothing
         num = wf * weight
@@ -146,11 +152,13 @@ class PyramidFusion(nn.Module):
         self._check(x, theta, sample, batch)
         one_hot = None if sample is None else sample_one_hot(sample, batch)
         fused, occupancy = [], []
-        for stage, head in zip(self.stages, self.occ_heads):
+        info = (x != 0).any(1, keepdim=True).to(x.dtype)
+        for stage, head, stride in zip(self.stages, self.occ_heads, self.level_strides):
             x = stage(x)
             logit = head(x)
             occupancy.append(logit)
-            fused.append(self._fuse(x, logit, theta, one_hot))
+            level_info = info if stride == 1 else nn.functional.max_pool2d(info, stride)
+            fused.append(self._fuse(x, logit, theta, one_hot, level_info))
         return fused, occupancy
 
     def forward(self, x: Tensor, theta: Tensor, sample: Tensor | None = None,

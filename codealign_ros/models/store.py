@@ -99,8 +99,8 @@ class ModelStore:
         return f"codespace_{group}{variant}"
 
     def adapter(self, group: str, modality: str, variant: str = "") -> Adapter:
-        return self._load(Adapter(self.profile.channels), self.codespace_name(group, variant),
-                          "adapters", modality)
+        adapter = Adapter(self.profile.channels, self.profile.adapter_blocks)
+        return self._load(adapter, self.codespace_name(group, variant), "adapters", modality)
 
     def codebook(self, group: str, variant: str = "") -> Codebook:
         name = self.codespace_name(group, variant)
@@ -117,6 +117,14 @@ class ModelStore:
         uct = UnifiedCodeTranslator(self.profile.channels, dict(meta["targets"]),
                                     hidden=int(meta["hidden"]), variant=meta["variant"])
         return self._load(uct, name, "translator")
+
+    def e2e(self, mode: str) -> tuple[dict[str, nn.Module], DetectionBackend]:
+        """Encoders per modality and the shared backend of the end-to-end model `e2e_<mode>`
+        (train/e2e.py, the Table 2 analog)."""
+        name = f"e2e_{mode}"
+        encoders = {m: self._load(build_encoder(m, self.profile), name, "encoders", m)
+                    for m in self.meta(name)["modalities"]}
+        return encoders, self._load(DetectionBackend(self.profile), name, "backend")
 
     def heal_encoder(self, modality: str, group: str) -> nn.Module:
         return self._load(build_encoder(modality, self.profile), f"heal_{modality}_{group}",

@@ -58,7 +58,7 @@ def make_random_store(path: Path | str, profile: str | Profile = "mini",
         mods = [m for m in modalities if group_of(m) == g]
         codebooks[g] = Codebook(prof.num_codes, prof.channels)
         save_component(root / f"codespace_{g}.pt", "codespace", {
-            "adapters": {m: Adapter(prof.channels).state_dict() for m in mods},
+            "adapters": {m: Adapter(prof.channels, prof.adapter_blocks).state_dict() for m in mods},
             "codebook": codebooks[g].state_dict(),
             "backend": _backend(prof, score_bias, score_gain).state_dict()},
             {**meta, "group": g, "modalities": mods, "num_codes": prof.num_codes,

@@ -31,10 +31,13 @@ a) base detectors per modality, b) code spaces per group, c) Unified Code Transl
 source group, d) HEAL-style baselines; `--ablation` adds codebook sizes 4/64 and the
 one-to-one / multi-head translators. Checkpoints resume after an interruption."""
 METHODS = ("single", "late", "noalign", "heal", "codealign")
-STAGES = ("base", "codespace", "translator", "heal", "ablation")
+STAGES = ("base", "codespace", "translator", "heal", "ablation", "e2e")
 ABLATION_CODES = (4, 64)
 ABLATION_TRANSLATORS = ("multi_head", "one_to_one")
 ABLATION_SOURCE = "g2"
+# Table 7 analog: the single-modality group's code space with its backend trained as well
+# (the shipped codespace_g2 keeps it frozen, as the paper).
+ABLATION_BACKEND = ("g2", "trained", "_trained")
 
 
 def heal_pairs() -> list[tuple[str, str]]:
@@ -68,6 +71,13 @@ def plan(stage_names: list[str], backend_mode: str = "auto",
                  for k in ABLATION_CODES]
         jobs += [("translator", {"source": ABLATION_SOURCE, "variant": v})
                  for v in ABLATION_TRANSLATORS]
+        g, mode, variant = ABLATION_BACKEND
+        jobs.append(("codespace", {"group": g, "backend_mode": mode, "variant": variant,
+                                   **({"init": init} if init != "kmeans" else {})}))
+    if "e2e" in stage_names:
+        from codealign_ros.train.e2e import MODES, SETTING
+
+        jobs += [("e2e", {"mode": mode, "setting": SETTING}) for mode in MODES]
     return jobs
 
 
@@ -106,6 +116,8 @@ def _component_name(stage: str, kw: dict[str, Any]) -> str:
     if stage == "translator":
         variant = kw.get("variant", "uct")
         return f"uct_{kw['source']}" + ("" if variant == "uct" else f"_{variant}")
+    if stage == "e2e":
+        return f"e2e_{kw['mode']}"
     return f"heal_{kw['modality']}_{kw['group']}"
 
 
@@ -116,7 +128,8 @@ def _trainable_state(state: dict[str, Any], stage: str,
     from codealign_ros.train.codespace import backend_trained
 
     keep = {"base": ("encoder", "backend"), "codespace": ("adapters", "codebook"),
-            "translator": ("translator",), "heal": ("encoder",)}[stage]
+            "translator": ("translator",), "heal": ("encoder",),
+            "e2e": ("encoders", "backend")}[stage]
     if stage == "codespace" and backend_trained(kw.get("backend_mode", "auto"),
                                                 groups()[kw["group"]]):
         keep = (*keep, "backend")  # e.g. a multi-modality group trains its shared backend
@@ -205,8 +218,8 @@ def _train(args: argparse.Namespace, accel: "Accel") -> int:
                          g, "with images" if cameras else "LiDAR only",
                          time.perf_counter() - started)
             frames[g] = loaded[g, cameras]
-        cfg = LoopConfig(steps=int(args.steps or steps[stage if stage != "ablation" else
-                                                         "codespace"]),
+        budget = stage if stage in steps else "base"  # e.g. e2e without its own cap
+        cfg = LoopConfig(steps=int(args.steps or steps[budget]),
                          lr=float(profile["train"]["lr"]),
                          weight_decay=float(profile["train"]["weight_decay"]), seed=args.seed,
                          progress=not args.no_progress, logdir=str(logdir),
@@ -256,12 +269,23 @@ def _scenarios(root: Path, split: str) -> list[str]:
 
 def _needs_cameras(stage: str, kw: dict[str, Any]) -> bool:
     """Whether a job trains on a camera modality (else its frames load without images)."""
+    if stage == "e2e":
+        return False  # LiDAR settings only (train/e2e.py)
     mods = [kw["modality"]] if stage in ("base", "heal") else groups()[kw.get("group")
                                                                        or kw["source"]]
     return any(lookup("modalities", "modalities", m, "sensor") == "camera" for m in mods)
 
 
+def _setting_modalities(kw: dict[str, Any]) -> list[str]:
+    from codealign_ros.train.evaluate import parse_setting
+
+    s = parse_setting(kw["setting"])
+    return list(dict.fromkeys([s["ego"], *s["others"]]))
+
+
 def _groups_used(stage: str, kw: dict[str, Any]) -> list[str]:
+    if stage == "e2e":
+        return list(dict.fromkeys(group_of(m) for m in _setting_modalities(kw)))
     if stage in ("base", "heal"):
         return [group_of(kw["modality"])]
     return [kw.get("group") or kw["source"]]
@@ -281,6 +305,10 @@ def _run_stage(stage: str, kw: dict[str, Any], data: "stages.StageData", store: 
     if stage == "translator":
         return stages.train_translator(data, store, kw["source"], out, cfg,
                                        kw.get("variant", "uct"))
+    if stage == "e2e":
+        from codealign_ros.train.e2e import train_e2e
+
+        return train_e2e(data, _setting_modalities(kw), kw["mode"], out, cfg)
     return stages.train_heal(data, store, kw["modality"], kw["group"], out, cfg)
 
 
@@ -363,6 +391,8 @@ def add_eval_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--models", type=Path, default=Path("models/mini"))
     p.add_argument("--codebook-variant", default="", help="codespace suffix, e.g. _k4")
     p.add_argument("--translator", default="uct", choices=("uct", "multi_head", "one_to_one"))
+    p.add_argument("--peers", default="all", choices=("all", "none", "zero"),
+                   help="none: the ego alone; zero: every peer's features all zero (do no harm)")
     p.add_argument("--max-frames", type=int, default=0, help="0: all")
     p.add_argument("--json", type=Path, help="write the result here")
     p.add_argument("--threads", type=int, default=1, help="torch threads")

@@ -76,7 +76,8 @@ def train_codespace(data: StageData, store: ModelStore, group: str, out: Path,
     encoders = {m: store.encoder(m) for m in mods}
     # Zero-initialised residual branches: the adapter starts as the identity on the (ReLU,
     # non-negative) encoder features, so the frozen backend sees familiar input from step 0.
-    adapters = nn.ModuleDict({m: Adapter(data.profile.channels, zero_init_residual=True)
+    adapters = nn.ModuleDict({m: Adapter(data.profile.channels, data.profile.adapter_blocks,
+                                      zero_init_residual=True)
                               for m in mods})
     codebook = Codebook(num_codes, data.profile.channels)
     backend = copy.deepcopy(store.base_backend(mods[0]))

@@ -25,7 +25,7 @@ from codealign_ros.train.augment import Augment
 from codealign_ros.train.depth import lidar_depth_maps
 from codealign_ros.train.samples import Batch, InputCache, Sample, make_batch, make_sample
 
-__all__ = ["CoopDataset", "Collate", "StepLoader"]
+__all__ = ["CoopDataset", "Collate", "PooledDataset", "StepLoader"]
 
 
 class CoopDataset(Dataset):
@@ -62,6 +62,28 @@ class CoopDataset(Dataset):
         if self.augment is not None:
             sample = self.augment.apply(sample, self.profile, rng)
         return sample
+
+
+class PooledDataset(Dataset):
+    """Several CoopDatasets as one (index k = epoch * n + item, passed on to the part that
+    holds the item with that part's own epoch numbering)."""
+
+    def __init__(self, parts: Sequence[CoopDataset]) -> None:
+        if not parts:
+            raise ValueError("PooledDataset: no parts")
+        self.parts = list(parts)
+        self.length = sum(len(p) for p in self.parts)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> Sample:
+        epoch, k = divmod(int(index), self.length)
+        for part in self.parts:
+            if k < len(part):
+                return part[epoch * len(part) + k]
+            k -= len(part)
+        raise IndexError(index)  # unreachable: k < sum of the part lengths
 
 
 class Collate:

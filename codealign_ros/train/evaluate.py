@@ -7,6 +7,8 @@ second, cycled; road-side units the setting's `rsu` modality when given):
   noalign    every agent's own encoder, features fused by the ego's backend without alignment
   heal       foreign encoders retrained against the ego's backend (HEAL-style), dense features
   codealign  code maps: intra-group adapter + codebook, foreign groups through their UCT
+  e2e_isolated / e2e_cooccurring
+             one detector trained end to end on isolated / co-occurring data (train/e2e.py)
 """
 from __future__ import annotations
 
@@ -32,7 +34,8 @@ from codealign_ros.models.store import ModelStore
 from codealign_ros.train.samples import InputCache, Sample, load_frames, make_batch, make_sample
 
 LOG = logging.getLogger("codealign.eval")
-METHODS = ("single", "late", "noalign", "heal", "codealign")
+METHODS = ("single", "late", "noalign", "heal", "codealign", "e2e_isolated",
+           "e2e_cooccurring")
 BOX_BYTES = 8 * 4  # a late-fusion box on the wire: 7 floats + score
 
 
@@ -68,6 +71,10 @@ class Variant:
 
     codebook: str = ""  # codespace file suffix, e.g. "_k4"
     translator: str = "uct"
+    peers: str = "all"  # "all"; "none": the ego alone; "zero": peers' features all zero
+
+
+PEERS = ("all", "none", "zero")
 
 
 @dataclass
@@ -83,6 +90,8 @@ class Evaluator:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose from {METHODS}")
+        if self.variant.peers not in PEERS:
+            raise ValueError(f"unknown peers {self.variant.peers!r}; choose from {PEERS}")
         self.profile = self.store.profile
         self.cache = self.cache or InputCache(self.profile)
         self.ap = APAccumulator()
@@ -122,11 +131,11 @@ class Evaluator:
     # -- methods ------------------------------------------------------------------------
     def detect(self, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
         """Boxes (K, 7) in the ego frame and scores (K,) of this method on one sample."""
-        if self.method == "single":
+        if self.method == "single" or self.variant.peers == "none":
             sample = Sample(sample.key, sample.agents[:1], sample.modalities[:1],
                             sample.gt_boxes, sample.stamp_ns)
-            return self._dense(sample, lambda m: self.encoder(m),
-                               self.base_backend(sample.modalities[0]))
+        if self.method == "single":
+            return self._dense(sample, self.encoder, self.base_backend(sample.modalities[0]))
         if self.method == "late":
             return self._late(sample)
         ego_m = sample.modalities[0]
@@ -135,7 +144,14 @@ class Evaluator:
         if self.method == "heal":
             return self._dense(sample, lambda m: self._heal_encoder(m, ego_m),
                                self.base_backend(groups()[group_of(ego_m)][0]))
+        if self.method.startswith("e2e_"):
+            encoders, backend = self._e2e()
+            return self._dense(sample, encoders.__getitem__, backend)
         return self._codealign(sample)
+
+    def _e2e(self) -> tuple[dict[str, torch.nn.Module], Any]:
+        mode = self.method.removeprefix("e2e_")
+        return self._get(("e2e", mode), lambda: self.store.e2e(mode))
 
     def _heal_encoder(self, m: str, ego_m: str) -> torch.nn.Module:
         if m == ego_m:
@@ -160,6 +176,7 @@ class Evaluator:
             feats = f.new_zeros((len(batch.modalities), *f.shape[1:])) if feats is None else feats
             feats = feats.index_copy(0, rows, f)
         assert feats is not None
+        feats = self._blank_peers(feats)
         peers = len(batch.modalities) - 1
         self.payload.extend([float(feats[0].numel() * 4)] * peers)
         return self._run_backend(backend, feats, batch.theta)
@@ -200,7 +217,15 @@ class Evaluator:
             self.payload.append(float(len(packed)))
             self.coded.append(float(len(compress(packed, Encoding.ZSTD))))
         head = ReceiverHead(codebook, backend).eval()
-        return self._run_backend(backend, head.codebook.decode(indices), batch.theta)
+        feats = self._blank_peers(head.codebook.decode(indices))
+        return self._run_backend(backend, feats, batch.theta)
+
+    def _blank_peers(self, feats: torch.Tensor) -> torch.Tensor:
+        """feats with every peer's (rows 1..) zeroed under Variant(peers="zero")."""
+        if self.variant.peers == "zero":
+            feats = feats.clone()
+            feats[1:] = 0.0
+        return feats
 
     # -- bookkeeping ----------------------------------------------------------------------
     def add(self, frame: CooperativeFrame) -> None:
@@ -216,6 +241,9 @@ class Evaluator:
         foreign = sorted({m for m in modalities if group_of(m) != ego_g})
         if self.method in ("single", "late", "noalign"):
             return 0
+        if self.method.startswith("e2e_"):
+            encoders, backend = self._e2e()
+            return sum(_count(e) for e in encoders.values()) + _count(backend)
         if self.method == "heal":
             return sum(_count(self._heal_encoder(m, ego_m)) for m in set(modalities) - {ego_m})
         used = {group_of(m) for m in modalities}
@@ -241,7 +269,7 @@ class Evaluator:
                 "payload_bytes": float(np.mean(self.payload)) if self.payload else 0.0,
                 "payload_coded_bytes": float(np.mean(self.coded)) if self.coded else None,
                 "variant": {"codebook": self.variant.codebook,
-                            "translator": self.variant.translator}}
+                            "translator": self.variant.translator, "peers": self.variant.peers}}
 
 
 def _count(module: torch.nn.Module) -> int:
@@ -266,7 +294,8 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.max_frames:
         frames = frames[: args.max_frames]
     result = evaluate(store, args.method, parse_setting(args.setting), frames,
-                      Variant(args.codebook_variant, args.translator), not args.no_progress)
+                      Variant(args.codebook_variant, args.translator, args.peers),
+                      not args.no_progress)
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:

@@ -10,7 +10,7 @@ from codealign_ros.data.types import CooperativeFrame
 from codealign_ros.config.profiles import Profile
 from codealign_ros.config.groups import groups
 from codealign_ros.models.store import ModelStore
-from codealign_ros.train.evaluate import Variant, evaluate
+from codealign_ros.train.evaluate import Variant, evaluate, parse_setting
 
 LOG = logging.getLogger("codealign.train")
 
@@ -28,6 +28,8 @@ def validation_job(stage: str, kw: dict[str, Any]) -> tuple[str, dict[str, Any],
         target = next(g for g in gs if g != kw["source"])
         return "codealign", {"ego": gs[target][0], "others": [gs[kw["source"]][0]]}, \
             Variant(translator=kw.get("variant", "uct"))
+    if stage == "e2e":
+        return f"e2e_{kw['mode']}", parse_setting(kw["setting"]), Variant()
     return "heal", {"ego": gs[kw["group"]][0], "others": [kw["modality"]]}, Variant()
 
 
