@@ -4,7 +4,7 @@
 # WORLD=open picks another world preset of config/worlds.yaml (default: the file's default).
 set -eo pipefail
 root=${1:-data/mini-v2x}
-world=${WORLD:-$(python -c 'from codealign_ros.config import lookup; print(lookup("worlds", "default"))')}
+world=${WORLD:-$(python -c 'from codealign_ros.data.world_presets import default_world as d; print(d())')}
 gen() {  # split scenes seed
   local split=$1 scenes=$2 seed=$3 stamp="$root/$1/.generated"
   local args="--format opv2v --scenes $scenes --frames 20 --agents 3 --rsu --seed $seed --split $split --world $world"

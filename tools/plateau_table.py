@@ -14,11 +14,13 @@ from pathlib import Path
 def rows(models: Path) -> list[str]:
     import torch
 
+    from codealign_ros.train.curves import val_points
+
     out = ["| component | steps run | best val AP50 | first step within 1 AP of it | "
            "stopped early | training time |", "|---|---:|---:|---:|---|---:|"]
     for ckpt in sorted((models / "checkpoints").glob("*.ckpt")):
         history = torch.load(ckpt, map_location="cpu", weights_only=False)["history"]
-        points = [(h["step"] + 1, h["val_ap50"]) for h in history if "val_ap50" in h]
+        points = [(h["step"] + 1, h["val_ap50"]) for h in val_points(history)]
         minutes = sum(h.get("seconds", 0.0) for h in history) / 60
         stopped = "yes" if any(h.get("stopped_early") for h in history) else "no (cap)"
         if not points:

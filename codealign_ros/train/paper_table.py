@@ -16,8 +16,6 @@ METHOD_ROWS = (("single", "Single (ego only)"), ("noalign", "No-align"), ("late"
                ("heal", "HEAL-style"), ("codealign", "CodeAlign"))
 CODEBOOK_VARIANTS = (("_k4", 4), ("", 16), ("_k64", 64))
 TRANSLATORS = (("one_to_one", "One-to-one"), ("multi_head", "Multi-head"), ("uct", "UCT"))
-E2E_MODES = ("cooccurring", "isolated")  # train/e2e.py MODES (imports torch)
-E2E_SETTING = "[m1]+[m2]"
 CODEBOOK_SETTING = "m1+m4"
 TRANSLATOR_SETTING = "[m1]+[m2]"
 COLORS = {"single": (150, 150, 150), "noalign": (220, 120, 90), "late": (230, 190, 80),
@@ -44,6 +42,7 @@ def compute(models: Path, data: Path, split: str, max_frames: int = 0,
     from codealign_ros.models.store import ModelStore
     from codealign_ros.train.evaluate import Variant, evaluate, parse_setting, settings
     from codealign_ros.train.samples import InputCache, load_frames
+    from codealign_ros.train import e2e
 
     store = ModelStore(models)
     cache = InputCache(store.profile)
@@ -85,11 +84,12 @@ def compute(models: Path, data: Path, split: str, max_frames: int = 0,
                                                                                  peers="none"),
                                       progress, cache)
                           for v, suffix in (("frozen", ""), ("trained", "_trained"))}
-    if all((models / f"e2e_{mode}.pt").exists() for mode in E2E_MODES):
-        setting = parse_setting(E2E_SETTING)
+    if all((models / f"e2e_{mode}.pt").exists() for mode in e2e.MODES):
+        setting = parse_setting(e2e.SETTING)
+        out["isolation_setting"] = e2e.SETTING
         out["isolation"] = {mode: evaluate(store, f"e2e_{mode}", setting, frames,
                                            progress=progress, cache=cache)
-                            for mode in E2E_MODES}
+                            for mode in e2e.MODES}
     out["tp_opv2v"] = opv2v_trainable_parameters()
     out["claims"] = claims(out)
     return out
@@ -194,7 +194,7 @@ def markdown(res: dict[str, Any]) -> str:
                            res["backend"])
     if "isolation" in res:
         lines += _ap_table(f"End-to-end training on isolated vs co-occurring data (Table 2 "
-                           f"analog; encoders of {E2E_SETTING} + one backend, trained jointly "
+                           f"analog; encoders of {res.get('isolation_setting', '')} + one backend, trained jointly "
                            "from scratch on the same frames)", "Training data",
                            res["isolation"])
     if "tp_opv2v" in res:
