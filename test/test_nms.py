@@ -145,3 +145,20 @@ def test_anchors_numpy_equal_torch_layout() -> None:
         [g.x_min + g.resolution / 2, g.y_min + g.resolution / 2, -1.0, 3.9, 1.6, 1.56,
          1.5707963])
     assert anchors[3, 7, 0, 0] == pytest.approx(g.x_min + 7.5 * g.resolution)
+
+
+def test_collinear_edges_fall_back_to_the_reference() -> None:
+    """Axis-aligned boxes on a lattice share edge lines exactly (the ill-conditioned case of
+    the Green's-theorem overlap): IoUs and kept sets still equal the reference's."""
+    rng = np.random.default_rng(11)
+    n = 120
+    xy = rng.integers(0, 12, (n, 2)) * 0.5
+    boxes = np.column_stack([xy, np.zeros(n), rng.integers(1, 5, n) * 0.5,
+                             rng.integers(1, 4, n) * 0.5, np.ones(n),
+                             rng.choice([0.0, math.pi / 2, math.pi], n)])
+    i, j, iou = pairwise_bev_iou(boxes)
+    np.testing.assert_allclose(iou, bev_iou_matrix(boxes, boxes)[i, j], atol=1e-12)
+    scores = rng.uniform(0, 1, n)
+    for thr in (0.0, 0.1, 1 / 3, 0.5):
+        np.testing.assert_array_equal(rotated_nms_fast(boxes, scores, thr),
+                                      rotated_nms(boxes, scores, thr))
