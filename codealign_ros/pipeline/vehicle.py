@@ -26,6 +26,7 @@ from codealign_ros.core.codemap import CodeMap, GridPose
 from codealign_ros.data.types import AgentFrame, CameraFrame
 from codealign_ros.models.inputs import (collate_arrays, encoder_inputs, synthetic_points,
                                          synthetic_rig)
+from codealign_ros.models.voxelize import finite_rows
 from codealign_ros.config.groups import group_of
 from codealign_ros.config.modalities import modality_spec
 from codealign_ros.pipeline.configs import VehicleConfig
@@ -120,7 +121,7 @@ class VehiclePipeline:
                                 f"{arr.dtype} {arr.shape}")
         if len(arr) == 0:
             raise PipelineError("empty_cloud", "the point cloud has no points")
-        finite = np.isfinite(arr).all(axis=1)
+        finite = finite_rows(arr)
         if not finite.any():
             raise PipelineError("nan_points", f"all {len(arr)} points are NaN/inf")
         kept = int(finite.sum())
