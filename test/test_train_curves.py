@@ -177,3 +177,32 @@ def test_augmentation_moves_clouds_poses_and_boxes_alike(frames: list) -> None:
         cache = InputCache(PROFILE)
         make_batch([out], PROFILE, cache)
         assert not cache._items  # augmented inputs are never cached
+
+
+def test_step_caps_per_job() -> None:
+    """A code space that trains its backend too takes the profile's codespace_shared cap."""
+    from codealign_ros.train.cli import _budget
+
+    steps = dict(load_profile("mini")["train"]["steps"])
+    assert steps["codespace_shared"] > steps["codespace"]
+    assert _budget("codespace", {"group": "g1"}, steps) == "codespace_shared"  # m1 + m4
+    assert _budget("codespace", {"group": "g2"}, steps) == "codespace"  # frozen backend
+    assert _budget("codespace", {"group": "g2", "backend_mode": "trained"},
+                   steps) == "codespace_shared"
+    assert _budget("e2e", {"mode": "isolated"}, steps) == "e2e"
+    assert _budget("e2e", {"mode": "isolated"}, {"base": 9}) == "base"  # no cap of its own
+    assert _budget("codespace", {"group": "g1"}, {"codespace": 5, "base": 9}) == "codespace"
+
+
+def test_card_metrics_refresh_keeps_the_rest(tmp_path: Path) -> None:
+    from codealign_ros.train import cards
+
+    card = tmp_path / "uct_g9.md"
+    card.write_text("# uct_g9\n\n- Steps: 7\n\n## Metrics\n\n- stale row\n")
+    assert cards.refresh_metrics(card, "uct_g9")
+    text = card.read_text()
+    assert text.startswith("# uct_g9\n\n- Steps: 7\n\n## Metrics\n\n") and "stale" not in text
+    assert text.count("## Metrics") == 1
+    plain = tmp_path / "other.md"
+    plain.write_text("# no metrics here\n")
+    assert not cards.refresh_metrics(plain, "other")

@@ -2,7 +2,8 @@
 # Train every mini component from nothing as two single-threaded job chains side by side
 # (on 2 cores this beats one job on 2 threads: OpenMP spin-waits under load). Every stage runs
 # to its validation plateau (AP50 on 20 validate frames every 50 steps; stop when 8 evaluations
-# in a row gain under 0.5 AP) or to the profile's step cap (config/profiles.yaml train.steps).
+# in a row gain under 0.5 AP) or to the profile's step cap (config/profiles.yaml train.steps;
+# code spaces that train their backend too have the larger codespace_shared cap).
 # Usage: tools/train_models.sh [OUT] [extra `codealign train` args]
 set -eo pipefail
 out=${1:-models/mini}; shift || true
@@ -25,11 +26,11 @@ extra=$!
 # 3. translators and HEAL baselines (every code space ready), then the remaining ablations
 wait $camera
 ( train --stage translator --only g3,g4 "$@" && train --stage heal --only m4,m5 "$@" \
-  && train --stage ablation --only one_to_one "$@" ) > "$out/train-2b.log" 2>&1 &
+  && train --stage ablation --only one_to_one,_k64 "$@" ) > "$out/train-2b.log" 2>&1 &
 b=$!
 wait $extra
 ( train --stage translator --only g1,g2 "$@" && train --stage heal --only m2 "$@" \
-  && train --stage ablation --only _k4,_k64,multi_head "$@" ) > "$out/train-2a.log" 2>&1 &
+  && train --stage ablation --only _k4,multi_head "$@" ) > "$out/train-2a.log" 2>&1 &
 a=$!
 wait $a && wait $b
 echo "models: trained into $out in $(( $(date +%s) - start )) s"

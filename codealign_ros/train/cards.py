@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from codealign_ros.train import stages
 
-__all__ = ["PAPER_TABLE", "git_commit", "write_card"]
+__all__ = ["PAPER_TABLE", "git_commit", "refresh_metrics", "write_card"]
 
 
 def git_commit() -> str:
@@ -38,10 +38,25 @@ def write_card(path: Path, result: "stages.StageResult", run: dict[str, Any]) ->
                      f"(`tensorboard --logdir {run['logdir']}`)")
     lines += [f"- {k}: {v}" for k, v in result.extra.items()]
     lines += _curve_lines(path, result, run)
-    lines += ["", "## Metrics", ""] + _metrics_lines(result.name) + [
+    lines += [""] + _metrics_section(result.name)
+    path.with_suffix(".md").write_text("\n".join(lines))
+
+
+def refresh_metrics(card: Path, name: str) -> bool:
+    """Replace the Metrics section of an existing card (a component shipped without its
+    training checkpoint) by the current paper table's rows; False if the card has none."""
+    text = card.read_text()
+    at = text.find("\n## Metrics\n")
+    if at < 0:
+        return False
+    card.write_text(text[:at + 1] + "\n".join(_metrics_section(name)))
+    return True
+
+
+def _metrics_section(name: str) -> list[str]:
+    return ["## Metrics", ""] + _metrics_lines(name) + [
         "", "Full comparison under the paper's protocol: benchmarks/results/paper_table.md "
         "(`make paper-table`).", ""]
-    path.with_suffix(".md").write_text("\n".join(lines))
 
 
 PAPER_TABLE = Path("benchmarks/results/paper_table.json")

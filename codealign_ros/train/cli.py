@@ -14,7 +14,7 @@ import yaml
 
 from codealign_ros.config import lookup
 from codealign_ros.config.groups import group_of, groups
-from codealign_ros.train.cards import git_commit, write_card
+from codealign_ros.train.cards import git_commit, refresh_metrics, write_card
 
 if TYPE_CHECKING:
     from codealign_ros.models.store import ModelStore
@@ -50,6 +50,18 @@ def heal_pairs() -> list[tuple[str, str]]:
     return sorted(pairs)
 
 
+def _budget(stage: str, kwargs: dict[str, Any], steps: dict[str, int]) -> str:
+    """The profile's step cap of a job: its stage's, `codespace_shared` for a code space that
+    trains its backend too (many more parameters than adapters + codebook), "base" for a stage
+    without a cap of its own (e2e)."""
+    if stage == "codespace" and "codespace_shared" in steps:
+        from codealign_ros.train.codespace import backend_trained
+
+        if backend_trained(kwargs.get("backend_mode", "auto"), groups()[kwargs["group"]]):
+            return "codespace_shared"
+    return stage if stage in steps else "base"
+
+
 def plan(stage_names: list[str], backend_mode: str = "auto",
          init: str = "kmeans") -> list[tuple[str, dict[str, Any]]]:
     """(stage, keyword arguments) of every training job, in dependency order; code spaces
@@ -82,7 +94,8 @@ def plan(stage_names: list[str], backend_mode: str = "auto",
 
 
 def rewrite_cards(out: Path) -> int:
-    """Model cards again from the run configs and checkpoint histories in `out`."""
+    """Model cards again from the run configs and checkpoint histories in `out`; cards of
+    components without their checkpoint get their Metrics section refreshed."""
     import torch
 
     from codealign_ros.train import stages
@@ -95,6 +108,8 @@ def rewrite_cards(out: Path) -> int:
         name = _component_name(run["stage"], kw)
         ckpt, path = out / "checkpoints" / f"{name}.ckpt", out / f"{name}.pt"
         if not (ckpt.exists() and path.exists()):
+            card = path.with_suffix(".md")  # shipped without its checkpoint: metrics only
+            count += int(path.exists() and card.exists() and refresh_metrics(card, name))
             continue
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
         history = state["history"]
@@ -218,7 +233,7 @@ def _train(args: argparse.Namespace, accel: "Accel") -> int:
                          g, "with images" if cameras else "LiDAR only",
                          time.perf_counter() - started)
             frames[g] = loaded[g, cameras]
-        budget = stage if stage in steps else "base"  # e.g. e2e without its own cap
+        budget = _budget(stage, kwargs, steps)
         cfg = LoopConfig(steps=int(args.steps or steps[budget]),
                          lr=float(profile["train"]["lr"]),
                          weight_decay=float(profile["train"]["weight_decay"]), seed=args.seed,
