@@ -181,7 +181,7 @@ def test_augmentation_moves_clouds_poses_and_boxes_alike(frames: list) -> None:
 
 def test_step_caps_per_job() -> None:
     """A code space that trains its backend too takes the profile's codespace_shared cap."""
-    from codealign_ros.train.cli import _budget
+    from codealign_ros.train.codespace import step_cap as _budget
 
     steps = dict(load_profile("mini")["train"]["steps"])
     assert steps["codespace_shared"] > steps["codespace"]

@@ -50,18 +50,6 @@ def heal_pairs() -> list[tuple[str, str]]:
     return sorted(pairs)
 
 
-def _budget(stage: str, kwargs: dict[str, Any], steps: dict[str, int]) -> str:
-    """The profile's step cap of a job: its stage's, `codespace_shared` for a code space that
-    trains its backend too (many more parameters than adapters + codebook), "base" for a stage
-    without a cap of its own (e2e)."""
-    if stage == "codespace" and "codespace_shared" in steps:
-        from codealign_ros.train.codespace import backend_trained
-
-        if backend_trained(kwargs.get("backend_mode", "auto"), groups()[kwargs["group"]]):
-            return "codespace_shared"
-    return stage if stage in steps else "base"
-
-
 def plan(stage_names: list[str], backend_mode: str = "auto",
          init: str = "kmeans") -> list[tuple[str, dict[str, Any]]]:
     """(stage, keyword arguments) of every training job, in dependency order; code spaces
@@ -180,6 +168,7 @@ def _train(args: argparse.Namespace, accel: "Accel") -> int:
     from codealign_ros.config.profiles import load_profile
     from codealign_ros.models.store import ModelStore
     from codealign_ros.train import stages
+    from codealign_ros.train.codespace import step_cap
     from codealign_ros.train.distributed import barrier
     from codealign_ros.train.loop import LoopConfig
     from codealign_ros.train.samples import load_frames
@@ -233,7 +222,7 @@ def _train(args: argparse.Namespace, accel: "Accel") -> int:
                          g, "with images" if cameras else "LiDAR only",
                          time.perf_counter() - started)
             frames[g] = loaded[g, cameras]
-        budget = _budget(stage, kwargs, steps)
+        budget = step_cap(stage, kwargs, steps)
         cfg = LoopConfig(steps=int(args.steps or steps[budget]),
                          lr=float(profile["train"]["lr"]),
                          weight_decay=float(profile["train"]["weight_decay"]), seed=args.seed,

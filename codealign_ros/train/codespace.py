@@ -26,7 +26,7 @@ from codealign_ros.train.stages import (COMMITMENT, COSINE_WEIGHT, LOG, StageDat
                                         _finish, _floats, _save, apply_per_modality,
                                         encode_frozen, trainable_parameters, valid_mask)
 
-__all__ = ["BACKEND_MODES", "CODEBOOK_INITS", "backend_trained", "train_codespace"]
+__all__ = ["BACKEND_MODES", "CODEBOOK_INITS", "backend_trained", "step_cap", "train_codespace"]
 
 BACKEND_MODES = ("auto", "frozen", "trained")
 CODEBOOK_INITS = ("kmeans", "revive")
@@ -42,6 +42,16 @@ def backend_trained(mode: str, modalities: list[str]) -> bool:
     if mode not in BACKEND_MODES:
         raise ValueError(f"codespace backend must be one of {BACKEND_MODES}, got {mode!r}")
     return len(modalities) > 1 if mode == "auto" else mode == "trained"
+
+
+def step_cap(stage: str, kwargs: dict[str, Any], steps: dict[str, int]) -> str:
+    """The profile's step-cap key of a training job: its stage's, `codespace_shared` for a code
+    space that trains its backend too (many more parameters than adapters + codebook), "base"
+    for a stage without a cap of its own."""
+    if stage == "codespace" and "codespace_shared" in steps and backend_trained(
+            kwargs.get("backend_mode", "auto"), groups()[kwargs["group"]]):
+        return "codespace_shared"
+    return stage if stage in steps else "base"
 
 
 def _init_codebook(data: StageData, codebook: Codebook, init: str, batches: Any,
