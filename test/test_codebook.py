@@ -96,7 +96,7 @@ def test_weights_hash_tracks_weights() -> None:
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_onnx_export_matches_pytorch(tmp_path: Path) -> None:
-    ort = pytest.importorskip("onnxruntime")
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed")
     _seed()
     cb = Codebook(16, 64).eval()
     x = torch.randn(2, 64, 9, 11)

@@ -123,7 +123,7 @@ def test_gradients_flow() -> None:
 
 
 def test_onnx_export_matches(tmp_path) -> None:
-    ort = pytest.importorskip("onnxruntime")
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed")
 
     class Warp(torch.nn.Module):
         def forward(self, features: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
