@@ -315,6 +315,22 @@ def test_translation_loss_balance_favours_harder_targets() -> None:
         translation_loss_balance({"a": torch.tensor(float("nan"))}, state)
 
 
+def test_translator_settings_read_the_profile_and_reject_unknown_values() -> None:
+    from codealign_ros.config import ConfigError
+    from codealign_ros.config.profiles import Profile
+    from codealign_ros.train.stages import translator_settings
+
+    share, state = translator_settings(MINI)
+    assert 0.0 <= share <= 1.0 and state.relative == (MINI["train"]["translator_balance"]
+                                                       == "change")
+    share, state = translator_settings(Profile("x", {"train": {"translator_balance": "loss",
+                                                               "translator_c2c_share": 0.0}}))
+    assert share == 0.0 and not state.relative
+    for bad in ({"translator_balance": "Change"}, {"translator_c2c_share": 1.5}):
+        with pytest.raises(ConfigError, match="translator_"):
+            translator_settings(Profile("x", {"train": bad}))
+
+
 def test_code_ce_loss() -> None:
     idx = torch.randint(0, D, (2, 5, 5))
     good = torch.nn.functional.one_hot(idx, D).permute(0, 3, 1, 2).float() * 20

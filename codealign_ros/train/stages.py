@@ -26,6 +26,7 @@ from codealign_ros.data.types import CooperativeFrame
 from codealign_ros.models.align_losses import BalanceState, translation_loss_balance
 from codealign_ros.models.detector import DetectionBackend
 from codealign_ros.models.encoders import build_encoder
+from codealign_ros.config import ConfigError
 from codealign_ros.config.profiles import Profile
 from codealign_ros.config.groups import group_of, groups
 from codealign_ros.models.store import ModelStore, save_component
@@ -261,13 +262,26 @@ def valid_mask(theta: Tensor, shape: tuple[int, int]) -> Tensor:
     return (warp_with_theta(ones, theta) > 0.99).float()
 
 
+def translator_settings(profile: Profile) -> tuple[float, BalanceState]:
+    """(C2C share, target balancing) of `train.translator_*` in config/profiles.yaml."""
+    train = profile["train"]
+    share, mode = float(train.get("translator_c2c_share", 0.0)), \
+        train.get("translator_balance", "change")
+    if not 0.0 <= share <= 1.0 or mode not in ("change", "loss"):
+        raise ConfigError(f"profile {profile.name}: need translator_c2c_share in [0, 1] and "
+                          f"translator_balance 'change' or 'loss', got {share}, {mode!r}")
+    return share, BalanceState(relative=mode == "change")
+
+
 def train_translator(data: StageData, store: ModelStore, source: str, out: Path,
                      cfg: LoopConfig, variant: str = "uct") -> StageResult:
     """Stage c: the UCT of `source` into every other group, on `source`'s data only.
 
-    Input: the source adapter output, half the time replaced by its decoded codes so one
-    translator serves the sender-side (dense-to-code) and receiver-side (code-to-code) paths.
+    Input: the source adapter output (dense-to-code, the paper's D2C), in a share
+    `train.translator_c2c_share` of the steps (config/profiles.yaml) replaced by its decoded
+    codes, so one translator also serves the receiver-side code-to-code path.
     """
+    c2c_share, balance = translator_settings(data.profile)
     mods = groups()[source]
     targets = [g for g in groups() if g != source]
     encoders = {m: store.encoder(m) for m in mods}
@@ -278,14 +292,13 @@ def train_translator(data: StageData, store: ModelStore, source: str, out: Path,
     uct = UnifiedCodeTranslator(data.profile.channels,
                                 {t: cb.num_codes for t, cb in codebooks.items()},
                                 hidden=data.profile.channels, variant=variant)
-    balance = BalanceState()
     data.to(*encoders.values(), *adapters.values(), own_codebook, *codebooks.values(),
             *backends.values(), uct)
 
     def step(_: int, batch: Batch) -> tuple[Tensor, dict[str, float]]:
         with torch.no_grad():
             x = apply_per_modality(adapters, encode_frozen(data, encoders, batch), batch)
-            if data.rng.random() < 0.5:
+            if data.rng.random() < c2c_share:
                 x = own_codebook.decode(own_codebook.assign(x))
         losses = {}
         for t in targets:
