@@ -17,7 +17,7 @@ from codealign_ros.models.encoders.image_backbones import EfficientNet, ResNet
 from codealign_ros.models.encoders.inputs import (IMAGENET_MEAN, IMAGENET_STD, camera_depths,
                                                   collate, encoder_inputs)
 from codealign_ros.models.encoders.lss import Lss, LssEfficientNet, LssResNet, lid_edges
-from codealign_ros.models.encoders.pointpillars import PointPillars
+from codealign_ros.models.encoders.pointpillars import PointPillars, VfeLayer
 from codealign_ros.models.encoders.second import PlaneConv3d
 from codealign_ros.config.profiles import Profile, load_profile
 
@@ -251,6 +251,25 @@ def test_lss_depth_loss(mini: Profile) -> None:
     assert enc.depth_loss(torch.zeros(1, 4, H, W)).item() == 0.0
 
 
+def test_vfe_layer_eval_folds_batchnorm_exactly() -> None:
+    torch.manual_seed(0)
+    layer = VfeLayer(10, 32, concat=True)
+    x, mask = torch.randn(50, 8, 10) * 3 + 1, (torch.rand(50, 8) > 0.3).float()
+    layer.train()(x, mask)  # running statistics away from (0, 1)
+    with torch.no_grad():
+        layer.bn.weight.uniform_(0.5, 2.0)
+        layer.bn.bias.uniform_(-1.0, 1.0)
+    layer.eval()
+    with torch.no_grad():
+        got, agg = layer(x, mask)
+        bn = layer.bn
+        ref = ((layer.linear(x) - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps)
+               * bn.weight + bn.bias).relu() * mask[..., None]
+    np.testing.assert_allclose(got[..., :16].numpy(), ref.numpy(), atol=1e-5)
+    np.testing.assert_allclose(agg.numpy(), ref.max(dim=1).values.numpy(), atol=1e-5)
+    assert not torch.allclose(ref, layer.linear(x).relu() * mask[..., None])  # BN mattered
+
+
 # -- ONNX ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("modality", MODALITIES)
@@ -274,6 +293,10 @@ def test_onnx_export_matches_pytorch(modality: str, mini: Profile, tmp_path) -> 
     scale = max(1.0, float(np.abs(expected).max()))
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4 * scale)
+    onnx = pytest.importorskip("onnx", reason="onnx not installed")
+    ops = {n.op_type: n for n in onnx.load(str(path)).graph.node}
+    assert "ScatterElements" not in ops  # the BEV scatter adds whole rows (ScatterND, add)
+    assert any(a.name == "reduction" and a.s == b"add" for a in ops["ScatterND"].attribute)
 
 
 # -- inputs ----------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ __all__ = ["MANIFEST", "DeployError", "DeploySource", "SpaceInfo", "StageRequest
            "TorchSource", "export_fresh", "file_digest", "open_source", "write_manifest"]
 
 MANIFEST = "deploy.json"
-VERSION = 1
+VERSION = 2  # 2: scatters exported as ScatterND (add); older exports are rebuilt
 DEPLOY_KINDS = ("auto", "onnxruntime", "tensorrt")  # backends that can run without torch
 LOG = logging.getLogger("codealign.pipeline")
 

@@ -10,6 +10,7 @@ from typing import ClassVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from codealign_ros.models.encoders import Encoder
@@ -98,10 +99,21 @@ class VfeLayer(nn.Module):
         self.linear = nn.Linear(in_ch, self.units, bias=False)
         self.bn = nn.BatchNorm1d(self.units)
 
+    def folded(self) -> tuple[Tensor, Tensor]:
+        """(weight, bias) of the Linear with the eval-mode BatchNorm folded in."""
+        bn = self.bn
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        return self.linear.weight * scale[:, None], bn.bias - bn.running_mean * scale
+
     def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        """(V, P, in) points -> ((V, P, out) point features, (V, units) voxel max)."""
+        """(V, P, in) points -> ((V, P, out) point features, (V, units) voxel max).
+
+        In eval mode the BatchNorm is folded into the Linear (one MatMul + Add in ONNX)."""
         v, p = x.shape[0], x.shape[1]
-        h = self.bn(self.linear(x).reshape(-1, self.units)).relu().reshape(v, p, self.units)
+        if self.training or self.bn.running_var is None:
+            h = self.bn(self.linear(x).reshape(-1, self.units)).relu().reshape(v, p, self.units)
+        else:
+            h = F.linear(x, *self.folded()).relu()
         h = h * mask[..., None]
         agg = h.max(dim=1).values
         if self.concat:
