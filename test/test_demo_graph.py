@@ -199,6 +199,12 @@ def test_graph_has_one_receiver_and_the_recorder(tmp_path: Path) -> None:
     assert specs[0].parameters["processing_topics"] == [
         "/vehicle_cav_1/processing_time_ms", "/vehicle_cav_2/processing_time_ms",
         "/vehicle_rsu_1/processing_time_ms"]
+    # sender-side D2C by default: only the road-side unit (m2, group g2) translates into g1
+    assert [s.parameters.get("translate_to") for s in specs if s.executable == "vehicle_node"] \
+        == [None, None, ["g1"]]
+    receiver = demo_specs(DemoOptions(translate="receiver"), tmp_path / "bag", agents, 8,
+                          tmp_path / "recording")
+    assert not any(s.parameters.get("translate_to") for s in receiver)
 
 
 def test_missing_weights_are_named(tmp_path: Path) -> None:

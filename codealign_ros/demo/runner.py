@@ -72,6 +72,8 @@ class DemoOptions:
     domain_id: int | None = None  # default: derived from the process id
     seconds: float = 600.0  # the recorder ends the run after this long in any case
     record_clouds: str = "ego"  # LiDAR clouds in the recording: the ego's, or "all" agents
+    translate: str = "sender"  # foreign groups: "sender" D2C into the ego space (the paper's
+    # paradigm, vehicle_node translate_to) or "receiver" (the fusion node's code-to-code UCT)
 
 
 # -- graph ------------------------------------------------------------------------------------
@@ -116,6 +118,17 @@ def codemap_images() -> NodeSpec:
                     parameters={"publish_images": True, "report": False})
 
 
+def sender_translating(spec: NodeSpec, ego_modality: str) -> NodeSpec:
+    """A vehicle of a group other than the ego's also sends its codes D2C-translated into the
+    ego's space (vehicle_node translate_to); any other node unchanged."""
+    from codealign_ros.config.groups import group_of
+
+    ego, modality = group_of(ego_modality), spec.parameters.get("modality")
+    if spec.executable != "vehicle_node" or not modality or group_of(modality) == ego:
+        return spec
+    return dataclasses.replace(spec, parameters={**spec.parameters, "translate_to": [ego]})
+
+
 def demo_specs(opts: DemoOptions, bag: Path, agents: list[tuple[str, str]], frames: int,
                record: Path) -> list[NodeSpec]:
     """The demo graph's nodes plus the code-map images and the recorder (`record`: its MCAP
@@ -136,6 +149,8 @@ def demo_specs(opts: DemoOptions, bag: Path, agents: list[tuple[str, str]], fram
     fusion = dataclasses.replace(fusion, parameters={**fusion.parameters,
                                                      "modality": agents[0][1]})
     specs = [fusion if s.name == fusion.name else s for s in specs]
+    if opts.translate == "sender":
+        specs = [sender_translating(s, agents[0][1]) for s in specs]
     images = codemap_images()
     vehicles = [s for s in specs if s.executable == "vehicle_node"]
     recorder = NodeSpec(
@@ -339,6 +354,10 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--record-clouds", choices=("ego", "all"), default="ego",
                         help="LiDAR clouds recorded: the ego's (default) or every agent's "
                              "(about 1 MB each, 10 Hz)")
+    parser.add_argument("--translate", choices=("sender", "receiver"), default="sender",
+                        help="where foreign code spaces become the ego's: the sender's UCT on "
+                             "its dense features (D2C, the paper's; default) or the receiver's "
+                             "UCT on the received codes (C2C)")
     parser.add_argument("--domain-id", type=int, default=None,
                         help="ROS_DOMAIN_ID of the demo graph (default: one derived from the "
                              "process id)")
@@ -351,7 +370,7 @@ def run_demo_cli(args: argparse.Namespace) -> int:
                        model_dir=str(resolve_shipped(args.model_dir)),  # from any directory
                        backend=args.backend, out_dir=args.out, picture=args.picture,
                        domain_id=args.domain_id, seconds=args.seconds,
-                       record_clouds=args.record_clouds)
+                       record_clouds=args.record_clouds, translate=args.translate)
     try:
         summary = run_demo(opts)
     except (DemoError, ValueError) as err:
