@@ -49,11 +49,14 @@ class BevBackbone(nn.Module):
         return self.blocks(x)
 
 
-def scatter_sum(values: Tensor, index: Tensor, batch: Tensor | int, cells: int) -> Tensor:
+def scatter_sum(values: Tensor, index: Tensor, batch: Tensor | int, cells: int,
+                unique: bool = False) -> Tensor:
     """Sum (M, C) `values` into a zero (batch, cells, C) canvas at flat `index` b * cells + i.
 
     `batch` may be a 0-d int64 tensor (data-dependent sizes stay dynamic in the ONNX graph);
-    indices >= batch * cells are dropped (use one for masked-out rows).
+    indices >= batch * cells are dropped (use one for masked-out rows). `unique`: the caller
+    guarantees no two kept rows share an index (one voxel per cell), so the ONNX graph may
+    write rows instead of adding them (a plain ScatterND, which TensorRT also builds).
     """
     channels = values.shape[1]
     if not torch.jit.is_tracing():  # eager: one in-place pass over a fresh canvas
@@ -64,30 +67,38 @@ def scatter_sum(values: Tensor, index: Tensor, batch: Tensor | int, cells: int) 
     flat = torch.arange(batch * cells + 1, dtype=torch.int64)  # sizes stay dynamic in ONNX
     canvas = torch.zeros_like(flat, dtype=values.dtype)[:, None].repeat(1, channels)
     index = torch.clamp(index, max=batch * cells)
-    return _RowScatterAdd.apply(canvas, index, values)[:-1].reshape(-1, cells, channels)
+    out = _RowScatter.apply(canvas, index, values, unique)
+    return out[:-1].reshape(-1, cells, channels)
 
 
-class _RowScatterAdd(torch.autograd.Function):
+class _RowScatter(torch.autograd.Function):
     """canvas (R, C) with (M, C) `values` added at rows `index` (M,), duplicates summed.
 
-    Exported as one ONNX ScatterND (reduction "add", opset >= 16), which adds whole rows:
-    ScatterElements over an index expanded to (M, C) costs ONNX Runtime several times more
-    (the LSS splat of m4 was half of its inference)."""
+    Exported as one ONNX ScatterND over whole rows: ScatterElements over an index expanded to
+    (M, C) costs ONNX Runtime several times more (the LSS splat of m4 was half of its
+    inference). With duplicates (the camera splat) it needs reduction "add" (opset >= 16),
+    which TensorRT's ONNX parser rejects (onnx/onnx-tensorrt#957): that engine build fails
+    with the parser's message and `backend: auto` logs it and takes ONNX Runtime. `unique`
+    rows (LiDAR voxels) export without a reduction."""
 
     @staticmethod
-    def forward(ctx: object, canvas: Tensor, index: Tensor, values: Tensor) -> Tensor:
+    def forward(ctx: object, canvas: Tensor, index: Tensor, values: Tensor,
+                unique: bool) -> Tensor:
         ctx.save_for_backward(index)  # type: ignore[attr-defined]
         return canvas.index_add(0, index, values)
 
     @staticmethod
-    def backward(ctx: object, grad: Tensor) -> tuple[Tensor, None, Tensor]:
+    def backward(ctx: object, grad: Tensor) -> tuple[Tensor, None, Tensor, None]:
         (index,) = ctx.saved_tensors  # type: ignore[attr-defined]
-        return grad, None, grad[index]
+        return grad, None, grad[index], None
 
     @staticmethod
-    def symbolic(g: object, canvas: object, index: object, values: object) -> object:
+    def symbolic(g: object, canvas: object, index: object, values: object,
+                 unique: bool) -> object:
         axes = g.op("Constant", value_t=torch.tensor([1], dtype=torch.int64))  # type: ignore
         rows = g.op("Unsqueeze", index, axes)  # type: ignore[attr-defined]
+        if unique:
+            return g.op("ScatterND", canvas, rows, values)  # type: ignore[attr-defined]
         return g.op("ScatterND", canvas, rows, values, reduction_s="add")  # type: ignore
 
 

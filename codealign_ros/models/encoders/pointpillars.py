@@ -164,8 +164,8 @@ class PointPillars(LidarEncoder):
         coords = coords.long()
         cells = self.ny * self.nx
         index = coords[:, 0] * cells + coords[:, 2] * self.nx + coords[:, 3]
-        return bev_canvas(scatter_sum(feats, index, self.batch_size(coords), cells),
-                          self.ny, self.nx)
+        canvas = scatter_sum(feats, index, self.batch_size(coords), cells, unique=True)
+        return bev_canvas(canvas, self.ny, self.nx)
 
     def forward(self, voxels: Tensor, coords: Tensor, num_points: Tensor) -> Tensor:
         return self.backbone(self.pseudo_image(voxels, coords, num_points)).contiguous()

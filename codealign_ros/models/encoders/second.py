@@ -124,7 +124,8 @@ class Voxel3dEncoder(LidarEncoder):
         cells = self.ny * self.nx
         index = (coords[:, 0] * self.nz + coords[:, 1]) * cells + coords[:, 2] * self.nx \
             + coords[:, 3]
-        canvas = scatter_sum(feats, index, self.batch_size(coords) * self.nz, cells)
+        canvas = scatter_sum(feats, index, self.batch_size(coords) * self.nz, cells,
+                             unique=True)
         return bev_canvas(canvas, self.ny, self.nx)
 
     def forward(self, voxels: Tensor, coords: Tensor, num_points: Tensor) -> Tensor:
