@@ -7,8 +7,10 @@ start-up and memory with and without torch, and the demo graph at rate 1.0.
    whole post-processing before (decode every anchor + reference NMS) / after (pre-NMS top-k
    decoded + vectorised NMS). One thread (OMP/BLAS pinned before numpy loads).
 2. The real pipelines on `--models` (shipped weights): vehicle stage per modality (preprocess /
-   inference / postprocess) and the receiver with 3 agents (translate / head / post), p50 and
-   p95 over `--repeat` frames, PyTorch and ONNX Runtime in the same run.
+   inference / postprocess; m2 includes its D2C UCT into g1) and the receiver with 3 agents
+   (translate / head / post) on sender-translated maps (the demo's default) and on own-space
+   maps it translates itself (c2c), p50 and p95 over `--repeat` frames, PyTorch and ONNX
+   Runtime in the same run.
 3. Node start-up (import + pipeline ready) and peak RSS of a receiver + vehicle in a fresh
    interpreter: ONNX Runtime deploy path (torch never imported) vs the PyTorch backend.
 4. With `--demo SUMMARY` (the summary.json of `codealign demo`, rate 1.0): achieved rate,
@@ -129,6 +131,19 @@ def demo_inputs(seed: int = 3, frames: int = 4) -> list[Any]:
     return [next(iter(f.agents.values())) for f in world.frames(frames, "bench")]
 
 
+def _receiver(rx: Any, maps: list[Any], repeat: int) -> dict[str, Any]:
+    """Stage timings of `rx` fusing maps[0] (the ego's) with the others, `repeat` times."""
+    stage: dict[str, list[float]] = {"translate_ms": [], "head_ms": [], "post_ms": [],
+                                     "total_ms": []}
+    for _ in range(repeat):
+        for m in maps[1:]:
+            rx.offer(m, 10**9)
+        out = rx.fuse(maps[0], 10**9)
+        for k in stage:
+            stage[k].append(out.timings[k])
+    return {k: _pct(v) for k, v in stage.items()}
+
+
 def bench_pipelines(models: Path, backends: list[str], repeat: int
                     ) -> tuple[dict[str, Any], dict[str, np.ndarray] | None]:
     from codealign_ros.core.codemap import GridPose
@@ -155,21 +170,18 @@ def bench_pipelines(models: Path, backends: list[str], repeat: int
                     stage[k].append(result.timings[k])
             res[modality] = {k: _pct(v) for k, v in stage.items()}
             pose = GridPose((3.0 * len(maps), 0.0, 0.0))
-            maps.append(pipe.code_maps(result, 10**9, pose)[0])
+            by_space = {m.code_space: m for m in pipe.code_maps(result, 10**9, pose)}
+            maps.append((by_space.get("g1", by_space[pipe.group]), by_space[pipe.group]))
         rx = ReceiverPipeline(ReceiverConfig(models, "cav_1", "m1", backend=backend, threads=1))
-        stage = {"translate_ms": [], "head_ms": [], "post_ms": [], "total_ms": []}
-        for _ in range(repeat):
-            for m in maps[1:]:
-                rx.offer(m, 10**9)
-            out = rx.fuse(maps[0], 10**9)
-            for k in stage:
-                stage[k].append(out.timings[k])
-        res["receiver_3_agents"] = {k: _pct(v) for k, v in stage.items()}
+        # the demo's default: peers send D2C maps in the ego space (sender's UCT); c2c: their
+        # own-space maps, translated by the receiver's UCT
+        res["receiver_3_agents"] = _receiver(rx, [d2c for d2c, _ in maps], repeat)
+        res["receiver_3_agents_c2c"] = _receiver(rx, [own for _, own in maps], repeat)
         rows[backend] = res
         if backend == "onnxruntime":
             import numpy as _np
 
-            idx = _np.stack([m.indices for m in maps]).astype(_np.int64)
+            idx = _np.stack([m.indices for m, _ in maps]).astype(_np.int64)
             theta = _np.tile(_np.array([[1, 0, 0], [0, 1, 0]], _np.float32), (3, 1, 1))
             head_out = rx.head({"indices": idx, "theta": theta})
     return rows, head_out
