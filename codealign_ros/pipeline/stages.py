@@ -6,10 +6,10 @@ Stages (codealign_ros.models.deploy):
   receiver_<g>                ego-space indices (N, H, W) + theta (N, 2, 3) -> cls, reg, dir
 
 An exported file is `<cache>/<stage>.<key>.onnx` (+ sidecar), key = sha256 of the stage
-spec, the bytes of every component file it is built from, torch and the opset: changing a
-weight file re-exports on next start. `codealign export` writes every stage of a model dir
-and `<cache>/deploy.json` (pipeline.deploy), with which onnxruntime / tensorrt nodes load
-the stages without importing torch.
+spec, the bytes of every component file it is built from, torch, the opset and the export
+version: changing a weight file re-exports on next start. `codealign export` writes every
+stage of a model dir and `<cache>/deploy.json` (pipeline.deploy), with which onnxruntime /
+tensorrt nodes load the stages without importing torch.
 """
 from __future__ import annotations
 
@@ -66,13 +66,15 @@ class StageSpec:
 
 
 def component_key(store: ModelStore, spec: StageSpec) -> str:
-    """16-hex cache key of a stage: spec, component file bytes, torch version and opset."""
+    """16-hex cache key of a stage: spec, component file bytes, torch version, opset and the
+    export version (pipeline.deploy.VERSION: bumped when the exported graphs change)."""
     import torch
 
-    from codealign_ros.pipeline.deploy import file_digest
+    from codealign_ros.pipeline.deploy import VERSION, file_digest
 
     parts = {"stage": spec.name, "outputs": spec.output_names, "inputs": spec.input_names,
              "profile": store.profile.name, "torch": torch.__version__, "opset": OPSET,
+             "export_version": VERSION,
              "files": {c: file_digest(store.path(c)) for c in spec.components}}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
