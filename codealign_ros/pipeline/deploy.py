@@ -27,7 +27,7 @@ __all__ = ["MANIFEST", "DeployError", "DeploySource", "SpaceInfo", "StageRequest
            "TorchSource", "export_fresh", "file_digest", "open_source", "write_manifest"]
 
 MANIFEST = "deploy.json"
-VERSION = 2  # of the exported graphs (part of every stage's cache key); 2: ScatterND scatters
+VERSION = 3  # of the exported graphs (part of every stage's cache key); 3: ScatterND scatters
 DEPLOY_KINDS = ("auto", "onnxruntime", "tensorrt")  # backends that can run without torch
 LOG = logging.getLogger("codealign.pipeline")
 

@@ -65,14 +65,14 @@ def scatter_sum(values: Tensor, index: Tensor, batch: Tensor | int, cells: int,
         canvas.index_add_(0, torch.clamp(index, max=size), values)
         return canvas[:-1].view(-1, cells, channels)
     flat = torch.arange(batch * cells + 1, dtype=torch.int64)  # sizes stay dynamic in ONNX
-    canvas = torch.zeros_like(flat, dtype=values.dtype)[:, None].repeat(1, channels)
     index = torch.clamp(index, max=batch * cells)
-    out = _RowScatter.apply(canvas, index, values, unique)
+    out = _RowScatter.apply(flat, index, values, unique)
     return out[:-1].reshape(-1, cells, channels)
 
 
 class _RowScatter(torch.autograd.Function):
-    """canvas (R, C) with (M, C) `values` added at rows `index` (M,), duplicates summed.
+    """A zero (R, C) canvas (R = len(rows)) with (M, C) `values` added at rows `index` (M,),
+    duplicates summed; the canvas is one ConstantOfShape in ONNX.
 
     Exported as one ONNX ScatterND over whole rows: ScatterElements over an index expanded to
     (M, C) costs ONNX Runtime several times more (the LSS splat of m4 was half of its
@@ -82,24 +82,29 @@ class _RowScatter(torch.autograd.Function):
     rows (LiDAR voxels) export without a reduction."""
 
     @staticmethod
-    def forward(ctx: object, canvas: Tensor, index: Tensor, values: Tensor,
+    def forward(ctx: object, rows: Tensor, index: Tensor, values: Tensor,
                 unique: bool) -> Tensor:
         ctx.save_for_backward(index)  # type: ignore[attr-defined]
-        return canvas.index_add(0, index, values)
+        canvas = values.new_zeros(rows.shape[0], values.shape[1])
+        return canvas.index_add_(0, index, values)
 
     @staticmethod
-    def backward(ctx: object, grad: Tensor) -> tuple[Tensor, None, Tensor, None]:
+    def backward(ctx: object, grad: Tensor) -> tuple[None, None, Tensor, None]:
         (index,) = ctx.saved_tensors  # type: ignore[attr-defined]
-        return grad, None, grad[index], None
+        return None, None, grad[index], None
 
     @staticmethod
-    def symbolic(g: object, canvas: object, index: object, values: object,
+    def symbolic(g: object, rows: object, index: object, values: object,
                  unique: bool) -> object:
-        axes = g.op("Constant", value_t=torch.tensor([1], dtype=torch.int64))  # type: ignore
-        rows = g.op("Unsqueeze", index, axes)  # type: ignore[attr-defined]
+        op = g.op  # type: ignore[attr-defined]
+        shape = op("Concat", op("Shape", rows), op("Slice", op("Shape", values),
+                   op("Constant", value_t=torch.tensor([1])),
+                   op("Constant", value_t=torch.tensor([2]))), axis_i=0)
+        canvas = op("ConstantOfShape", shape, value_t=torch.zeros(1, dtype=torch.float32))
+        rows = op("Unsqueeze", index, op("Constant", value_t=torch.tensor([1])))
         if unique:
-            return g.op("ScatterND", canvas, rows, values)  # type: ignore[attr-defined]
-        return g.op("ScatterND", canvas, rows, values, reduction_s="add")  # type: ignore
+            return op("ScatterND", canvas, rows, values)
+        return op("ScatterND", canvas, rows, values, reduction_s="add")
 
 
 def bev_canvas(canvas: Tensor, ny: int, nx: int) -> Tensor:
