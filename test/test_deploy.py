@@ -121,3 +121,15 @@ def test_stale_or_missing_export_falls_back_to_pytorch(exported: Path, tmp_path:
     with pytest.raises(DeployError, match="changed since the export"):
         DeploySource(copy).stage_file(StageRequest("receiver", ("g1",)))
     assert isinstance(open_source(copy, None, "torch"), TorchSource)
+
+
+def test_export_has_d2c_stages_into_each_single_space(tmp_path: Path) -> None:
+    """A sender translating for one ego's group (the demo's road-side unit) stays torch-free:
+    with three spaces the export holds vehicle_<m>_to_<t> for every single target too."""
+    from codealign_ros.models.store import ModelStore
+    from codealign_ros.pipeline.stages import deployable_specs
+
+    store = ModelStore(make_random_store(tmp_path / "mini", modalities=("m1", "m2", "m3")))
+    names = {factory().name for factory in deployable_specs(store)}
+    assert {"vehicle_m2", "vehicle_m2_to_g1_g3", "vehicle_m2_to_g1", "vehicle_m2_to_g3",
+            "vehicle_m1_to_g2", "translator_g2_to_g1"} <= names

@@ -182,7 +182,9 @@ def translator_targets(store: ModelStore, source: str) -> dict[str, int]:
 
 
 def deployable_specs(store: ModelStore) -> Iterator[Callable[[], StageSpec]]:
-    """Factories of every stage the files of `store` allow (vehicle with and without D2C)."""
+    """Factories of every stage the files of `store` allow: vehicle without D2C, with D2C
+    into every other space and into each single one (a sender translating for one ego's
+    group, as the demo's road-side unit), receiver and receiver-side translators."""
     from codealign_ros.config.groups import groups
 
     spaces = [g for g in groups() if store.has(store.codespace_name(g))]
@@ -192,8 +194,9 @@ def deployable_specs(store: ModelStore) -> Iterator[Callable[[], StageSpec]]:
             if store.has(f"base_{m}") and m in store.file(store.codespace_name(g))["state"][
                     "adapters"]:
                 yield lambda m=m: vehicle_spec(store, m)
-                if targets:
-                    yield lambda m=m, t=targets: vehicle_spec(store, m, t)
+                for subset in ([targets] if targets else []) + \
+                        ([(t,) for t in targets] if len(targets) > 1 else []):
+                    yield lambda m=m, t=subset: vehicle_spec(store, m, t)
         yield lambda g=g: receiver_spec(store, g)
         for t in targets:
             yield lambda g=g, t=t: translator_spec(store, g, t)
