@@ -188,12 +188,12 @@ def test_graph_has_one_receiver_and_the_recorder(tmp_path: Path) -> None:
     assert fused.parameters["require_signed"] is True and fused.parameters["trust_store"] == keys
     assert by_name["vehicle_rsu_1"].parameters["signing_key"] == f"{keys}/rsu_1.key"
     # the player starts once every vehicle's sensor subscriptions (2 + 9 + 2) and the
-    # recorder's bag topics (TF, ground truth, every agent's pose, the ego's cloud) matched
+    # recorder's bag topics (TF, ground truth, every agent's pose; no clouds) matched
     player = specs[-1].arguments
     ids = [a for a, _ in agents]
     assert len(bag_topics(ids)) == 4 + 2 * 3 and len(bag_topics(ids, ids[:1])) == 4 + 3 + 1
-    assert specs[0].parameters["cloud_agents"] == ["cav_1"]
-    assert player[player.index("--wait-for-subscribers") + 1] == "21"
+    assert specs[0].parameters["record_clouds"] == "none"  # the pictures read the scene bag
+    assert player[player.index("--wait-for-subscribers") + 1] == "20"
     assert by_name["codemap_images"].parameters["publish_images"] is True
     assert player[player.index("--rate") + 1] == "0.5"
     assert specs[0].parameters["processing_topics"] == [
@@ -202,6 +202,13 @@ def test_graph_has_one_receiver_and_the_recorder(tmp_path: Path) -> None:
     # sender-side D2C by default: only the road-side unit (m2, group g2) translates into g1
     assert [s.parameters.get("translate_to") for s in specs if s.executable == "vehicle_node"] \
         == [None, None, ["g1"]]
+    # peers' vehicles and the observers run niced: the ego's vehicle and fusion come first
+    nice = {s.name: s.nice for s in specs}
+    assert nice["vehicle_cav_1"] == nice["fusion_cav_1"] == nice["bag_player"] == 0
+    assert min(nice["vehicle_cav_2"], nice["vehicle_rsu_1"], nice["demo_recorder"],
+               nice["codemap_images"]) > 0
+    assert by_name["vehicle_rsu_1"].command(program="x")[:3] == ["nice", "-n", str(nice[
+        "vehicle_rsu_1"])]
     receiver = demo_specs(DemoOptions(translate="receiver"), tmp_path / "bag", agents, 8,
                           tmp_path / "recording")
     assert not any(s.parameters.get("translate_to") for s in receiver)

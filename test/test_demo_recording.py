@@ -39,7 +39,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path
     domain = 1 + int(hashlib.sha256(f"{os.getpid()}:recording".encode()).hexdigest(), 16) % 100
     opts = DemoOptions(frames=FRAMES, rate=RATE, model_dir=str(REPO / "models/mini"),
                        data_dir=REPO / "data/demo", out_dir=out, domain_id=domain,
-                       seconds=150.0)
+                       seconds=150.0, record_clouds="ego")
     summary = run_demo(opts)
     return summary, Path(summary["recording"])
 
@@ -97,7 +97,7 @@ def test_every_frame_id_resolves_to_map(demo: tuple[dict[str, Any], Path]) -> No
                    *(topic("codemap_image", agent=a) for a in agents),
                    topic("lidar", agent=summary["ego"])):
         assert checked[wanted] > 0, (wanted, checked)
-    for a in agents:  # `--record-clouds ego` (the default): the other clouds stay in the bag
+    for a in agents:  # `--record-clouds ego`: the other agents' clouds stay in the bag
         assert (checked[topic("lidar", agent=a)] > 0) == (a == summary["ego"]), (a, checked)
     frames_of = {frame("grid", agent=a) for a in agents}
     assert frames_of <= buffer.frames and frame("world") in buffer.frames

@@ -21,7 +21,7 @@ Its own events go into the recording as JSON on `recording.EVENTS_TOPIC`:
 Parameters: out (recording directory, replaced), ego, agents (string array, bag order),
 frames (frames to cover), timeout_s, codemap_publishers, codemap_subscribers (including this
 node), ego_only_detections, ego_only_diagnostics, processing_topics (string array),
-latency_topic.
+latency_topic, record_clouds (none / ego / all: whose LiDAR clouds are recorded).
 """
 from __future__ import annotations
 
@@ -51,7 +51,9 @@ from codealign_ros.ros.runner import run_node
 
 DEFAULTS = {"out": "out/demo/recording", "ego": "cav_1", "frames": 0, "timeout_s": 600.0,
             "codemap_publishers": 1, "codemap_subscribers": 2,
-            "ego_only_detections": "", "ego_only_diagnostics": "", "latency_topic": ""}
+            "ego_only_detections": "", "ego_only_diagnostics": "", "latency_topic": "",
+            "record_clouds": "all"}
+CLOUDS = ("none", "ego", "all")  # record_clouds: whose LiDAR clouds the recording keeps
 READY_POLL_S = 0.2
 STATUS_PERIOD_S = 1.0
 CODEMAP_DEPTH = 50  # every agent's maps of a few frames: the recorder must not lose them
@@ -67,8 +69,11 @@ class DemoRecorder(Node):
                                             Parameter.Type.STRING_ARRAY).value or []
         self.agent_ids = list(self.declare_parameter("agents", Parameter.Type.STRING_ARRAY)
                               .value or [self.p["ego"]])
-        self.cloud_agents = list(self.declare_parameter(
-            "cloud_agents", Parameter.Type.STRING_ARRAY).value or self.agent_ids)
+        if self.p["record_clouds"] not in CLOUDS:
+            raise ValueError(f"record_clouds must be one of {CLOUDS}, got "
+                             f"{self.p['record_clouds']!r}")
+        self.cloud_agents = {"none": [], "ego": [self.p["ego"]],
+                             "all": self.agent_ids}[self.p["record_clouds"]]
         self.rec = RecordingWriter(self.p["out"])
         p = self.p
         self.rec.event("roles", ego=p["ego"], agents=self.agent_ids,

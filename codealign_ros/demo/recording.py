@@ -10,8 +10,8 @@ per message, `kind` and `t` = arrival seconds; see codealign_ros.demo.summary).
 Topics: the fused (and ego-only) detections and markers, code maps, code-map images,
 /diagnostics, the vehicles' processing times, the fusion latency and, from the bag (subscribed
 once the graph is up: `bag_topics`), /tf, /tf_static, ground truth, every agent's pose and
-the LiDAR clouds of the `cloud_agents` (default: every agent; the demo records the ego's only:
-about 1 MB per cloud, the other agents' clouds stay in the scene bag).
+the LiDAR clouds of the recorder's `record_clouds` agents (none / the ego / all; the demo
+records none by default: about 1 MB per cloud at 10 Hz, and they are all in the scene bag).
 """
 from __future__ import annotations
 

@@ -19,7 +19,9 @@ class NodeSpec:
     """One node process: ROS node `name` running `executable` of `package`.
 
     `module` is the Python module behind the executable (None: not a Python node);
-    `arguments` go on the command line before `--ros-args`.
+    `arguments` go on the command line before `--ros-args`; `nice` > 0 starts the process
+    under `nice -n` (launch_ros: the same as `prefix`), e.g. nodes that share a small CPU
+    with the ones whose latency counts.
     """
 
     name: str
@@ -31,6 +33,7 @@ class NodeSpec:
     remappings: list[tuple[str, str]] = field(default_factory=list)
     optional: bool = False
     params_file: str = ""  # config/<executable>.param.yaml when it has one
+    nice: int = 0
 
     def ros_argv(self) -> list[str]:
         """`--ros-args -r __node:=name [--params-file f] -p k:=v ... -r from:=to ...`."""
@@ -46,7 +49,8 @@ class NodeSpec:
     def command(self, python: str = sys.executable, program: str | None = None) -> list[str]:
         """argv of the process: `python -u -m module ...` or `program|executable ...`."""
         head = [python, "-u", "-m", self.module] if self.module else [program or self.executable]
-        return [*head, *self.arguments, *self.ros_argv()]
+        prefix = ["nice", "-n", str(self.nice)] if self.nice > 0 else []
+        return [*prefix, *head, *self.arguments, *self.ros_argv()]
 
 
 def params_file(executable: str) -> str:
