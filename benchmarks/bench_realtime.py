@@ -172,11 +172,14 @@ def bench_pipelines(models: Path, backends: list[str], repeat: int
             pose = GridPose((3.0 * len(maps), 0.0, 0.0))
             by_space = {m.code_space: m for m in pipe.code_maps(result, 10**9, pose)}
             maps.append((by_space.get("g1", by_space[pipe.group]), by_space[pipe.group]))
-        rx = ReceiverPipeline(ReceiverConfig(models, "cav_1", "m1", backend=backend, threads=1))
         # the demo's default: peers send D2C maps in the ego space (sender's UCT); c2c: their
-        # own-space maps, translated by the receiver's UCT
-        res["receiver_3_agents"] = _receiver(rx, [d2c for d2c, _ in maps], repeat)
-        res["receiver_3_agents_c2c"] = _receiver(rx, [own for _, own in maps], repeat)
+        # own-space maps, translated by the receiver's UCT (a fresh receiver each: it would
+        # keep fusing the held ego-space maps)
+        for name, chosen in (("receiver_3_agents", [d2c for d2c, _ in maps]),
+                             ("receiver_3_agents_c2c", [own for _, own in maps])):
+            rx = ReceiverPipeline(ReceiverConfig(models, "cav_1", "m1", backend=backend,
+                                                 threads=1))
+            res[name] = _receiver(rx, chosen, repeat)
         rows[backend] = res
         if backend == "onnxruntime":
             import numpy as _np
