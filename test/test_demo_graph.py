@@ -58,6 +58,9 @@ def test_detections_arrive_for_the_frames(demo_run: tuple[dict[str, Any], Path])
     # three agents of three modalities; the peers' maps reach the fusion
     assert sorted(summary["agents"].values()) == ["m1", "m2", "m4"]
     assert max(summary["agents_fused"], key=int) == len(summary["agents"]), summary
+    # the recorder ends the run only once every agent's maps of every frame arrived (or a
+    # grace period passed): none missing at this rate
+    assert set(summary["drops"]["maps_missing"].values()) == {0}, summary["drops"]
 
 
 @pytest.mark.dds

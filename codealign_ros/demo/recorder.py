@@ -56,6 +56,8 @@ DEFAULTS = {"out": "out/demo/recording", "ego": "cav_1", "frames": 0, "timeout_s
 CLOUDS = ("none", "ego", "all")  # record_clouds: whose LiDAR clouds the recording keeps
 READY_POLL_S = 0.2
 STATUS_PERIOD_S = 1.0
+MAP_GRACE_S = 1.5  # after the last detections: wait for every agent's last maps (and their
+# nodes' next 1 Hz diagnostics, which count a map dropped at the end) before ending the run
 CODEMAP_DEPTH = 50  # every agent's maps of a few frames: the recorder must not lose them
 
 
@@ -89,6 +91,8 @@ class DemoRecorder(Node):
         self.pose_t: dict[int, float] = {}
         self.counts: collections.Counter = collections.Counter()
         self.maps: collections.Counter = collections.Counter()
+        self.map_stamps: collections.defaultdict = collections.defaultdict(set)
+        self.grace: Any = None
         self.boxes: collections.deque = collections.deque(maxlen=20)
         self.e2e: collections.deque = collections.deque(maxlen=50)
         self.drops: dict[str, int] = {}
@@ -171,6 +175,8 @@ class DemoRecorder(Node):
 
     def _on_codemap(self, msg: CodeMapMsg) -> None:
         self.maps[msg.agent_id] += 1
+        self.map_stamps[msg.agent_id].add(stamp_to_ns(msg.header.stamp))
+        self._check_done()
 
     def _on_detections(self, msg: Detection3DArray, source: str) -> None:
         stamp = stamp_to_ns(msg.header.stamp)
@@ -191,14 +197,22 @@ class DemoRecorder(Node):
         if wanted <= 0 or len(self.gt_stamps) < wanted:
             return
         first = set(self.gt_stamps[:wanted])
-        if all(first <= seen for seen in self.covered.values()):
-            self._finish("done", f"demo: detections of all {wanted} frames arrived")
+        if not all(first <= seen for seen in self.covered.values()):
+            return
+        if all(first <= self.map_stamps[a] for a in self.agent_ids):
+            self._finish("done", f"demo: detections and code maps of all {wanted} frames arrived")
+        elif self.grace is None:  # a last map may still be on its way
+            self.grace = self.create_timer(MAP_GRACE_S, lambda: self._finish(
+                "done", f"demo: detections of all {wanted} frames arrived (some code maps "
+                        f"did not within {MAP_GRACE_S} s)"))
 
     def _on_timeout(self) -> None:
         self._finish("timeout", f"demo: timed out after {self.p['timeout_s']} s")
 
     def _finish(self, kind: str, text: str) -> None:
         """Record why, then shut down: the launcher then stops the whole graph."""
+        if not self.context.ok():
+            return
         self.timeout.cancel()
         self._write(kind, elapsed_s=round(time.monotonic() - self.started, 2))
         print(text, flush=True)
