@@ -46,10 +46,16 @@ class ProcessGroup:
                 if p.poll() is not None and p.returncode != 0}
 
     def stop(self, timeout_s: float = 5.0) -> dict[str, int]:
-        """Stop every process; returns their exit codes."""
-        for proc in self.procs.values():
+        """Stop every process; returns their exit codes.
+
+        A process that our SIGINT killed (-SIGINT: it was still importing, before its node
+        could take the signal) stopped as asked and counts as 0.
+        """
+        interrupted = []
+        for name, proc in self.procs.items():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
+                interrupted.append(name)
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for proc in self.procs.values():
                 try:
@@ -58,7 +64,8 @@ class ProcessGroup:
                     proc.send_signal(sig)
         for proc in self.procs.values():
             proc.wait()
-        return {name: p.returncode for name, p in self.procs.items()}
+        return {name: 0 if name in interrupted and p.returncode == -signal.SIGINT
+                else p.returncode for name, p in self.procs.items()}
 
     def __enter__(self) -> "ProcessGroup":
         return self

@@ -35,7 +35,7 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None,
 
     A node stops early by calling `rclpy.try_shutdown()` or by raising SystemExit; one that
     cannot start (STARTUP_ERRORS while `factory` runs) exits with one line naming `name`
-    (the executable), the cause and the fix.
+    (the executable), the cause and the fix; one asked to stop while it starts exits 0.
     """
     rclpy.init(args=args)
     signal.signal(signal.SIGTERM, lambda *_: rclpy.try_shutdown())
@@ -43,8 +43,13 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None,
     try:
         try:
             node = factory()
-        except STARTUP_ERRORS as exc:
-            raise startup_failure(name or getattr(factory, "__name__", "node"), exc) from None
+        except Exception as exc:
+            if not rclpy.ok():  # Ctrl-C / SIGINT landed while the node was being built
+                return 0
+            if isinstance(exc, STARTUP_ERRORS):
+                raise startup_failure(name or getattr(factory, "__name__", "node"),
+                                      exc) from None
+            raise
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
