@@ -197,6 +197,13 @@ def test_graph_has_one_receiver_and_the_recorder(tmp_path: Path) -> None:
     assert len(bag_topics(ids)) == 4 + 2 * 3 and len(bag_topics(ids, ids[:1])) == 4 + 3 + 1
     assert specs[0].parameters["record_clouds"] == "none"  # the pictures read the scene bag
     assert player[player.index("--wait-for-subscribers") + 1] == "20"
+    # the player sends only the consumed topics: no camera of a LiDAR agent, no cloud of the
+    # camera agent; every camera of cav_2, both clouds and all recorded topics
+    played = set(player[player.index("--topics") + 1:])
+    assert {"/cav_1/lidar/points", "/rsu_1/lidar/points", "/cav_2/camera3/image_raw",
+            "/cav_2/camera0/camera_info", "/tf_static", "/gt/markers", "/cav_2/pose"} <= played
+    assert not {"/cav_2/lidar/points", "/cav_1/camera0/image_raw",
+                "/rsu_1/camera2/camera_info"} & played and len(played) == 4 + 3 + 2 + 8
     assert by_name["codemap_images"].parameters["publish_images"] is True
     assert player[player.index("--rate") + 1] == "0.5"
     assert specs[0].parameters["processing_topics"] == [

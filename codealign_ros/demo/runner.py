@@ -91,11 +91,14 @@ def demo_agents(bag: Path, modalities: str) -> list[tuple[str, str]]:
     return parse_agents(format_agents(list(zip([a for a, _ in agents], chosen))))
 
 
-def sensor_subscriptions(modality: str) -> int:
+def sensor_topics(agent: str, modality: str) -> list[str]:
     """Topics a vehicle_node of `modality` subscribes: cloud + pose, or image + info per
-    camera + pose."""
+    camera + pose (the same set as vehicle_node's subscriptions)."""
     cameras = int(lookup("modalities", "modalities", modality).get("cameras") or 0)
-    return 2 * cameras + 1 if cameras else 2
+    if not cameras:
+        return [topic("lidar", agent=agent), topic("pose", agent=agent)]
+    return [*(topic(kind, agent=agent, index=i) for kind in ("camera_image", "camera_info")
+              for i in range(cameras)), topic("pose", agent=agent)]
 
 
 def check_models(model_dir: str, profile: str, agents: list[tuple[str, str]]) -> None:
@@ -142,7 +145,11 @@ def demo_specs(opts: DemoOptions, bag: Path, agents: list[tuple[str, str]], fram
     # topics matched
     ids = [a for a, _ in agents]
     clouds = {"none": [], "ego": ids[:1], "all": ids}[opts.record_clouds]
-    wait_for = sum(sensor_subscriptions(m) for _, m in agents) + len(bag_topics(ids, clouds))
+    recorded = [name for name, _, _ in bag_topics(ids, clouds)]
+    wait_for = sum(len(sensor_topics(a, m)) for a, m in agents) + len(recorded)
+    # the player sends only what a node of the graph takes (ros2 bag play --topics): a LiDAR
+    # agent's camera images and a camera agent's cloud would cost serialisation for no one
+    played = sorted({*recorded, *(t for a, m in agents for t in sensor_topics(a, m))})
     specs = load_graph(GRAPH, {"bag": str(bag), "agents": format_agents(agents),
                                "rate": opts.rate, "wait_for": wait_for, "backend": opts.backend,
                                "profile": opts.profile, "model_dir": opts.model_dir,
@@ -164,7 +171,8 @@ def demo_specs(opts: DemoOptions, bag: Path, agents: list[tuple[str, str]], fram
             "codemap_subscribers": 3,  # the fusion node, the code-map images, the recorder
             "processing_topics": [f"/{v.name}/processing_time_ms" for v in vehicles],
             "latency_topic": f"/{fusion.name}/latency_ms"})
-    player = [dataclasses.replace(s, arguments=[*s.arguments, "--linger", str(LINGER_S)])
+    player = [dataclasses.replace(s, arguments=[*s.arguments, "--linger", str(LINGER_S),
+                                                "--topics", *played])
               for s in specs if s.executable == "bag_player"]
     others = [s for s in specs if s.executable != "bag_player"]
     return [background(recorder), *(background(s) if s.executable == "vehicle_node"
