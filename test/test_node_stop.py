@@ -18,7 +18,11 @@ def _python(code: str) -> list[str]:
 
 def test_stop_counts_our_sigint_as_a_clean_stop_and_keeps_real_failures() -> None:
     group = ProcessGroup()
-    group.start_command("importing", _python("import time; time.sleep(60)"))
+    # Python's own SIGINT handler, as in a node still importing (a test run started in the
+    # background inherits SIGINT ignored, which a child would keep)
+    group.start_command("importing", _python(
+        "import signal, time; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "time.sleep(60)"))
     group.start_command("failed", _python("import sys; sys.exit(3)"))
     group.start_command("handler", _python(
         "import signal, sys, time\n"
