@@ -42,7 +42,7 @@ DEFAULT_SEED = 191
 DEFAULT_FRAMES = 36
 DEFAULT_RATE = 1.0  # real time: the bag's 10 Hz
 TAIL_FRAMES = 2
-BACKGROUND_NICE = 5  # peers and observers of the demo graph, see background()
+BACKGROUND_NICE = 10  # peers and observers of the demo graph, see background()
 LINGER_S = 10.0  # the player stays up after the bag so the last frames are fused (the
 # recorder ends the graph as soon as they are)
 RECORDER_MODULE = "codealign_ros.demo.recorder"
