@@ -42,3 +42,13 @@ def test_profiles_derive_consistent_grids() -> None:
     assert load_profile("opv2v").voxel_grid("pillar") == (512, 512, 1)
     with pytest.raises(ConfigError, match="unknown profile"):
         load_profile("nope")
+
+
+def test_sensor_topics_are_the_cloud_or_every_camera_then_the_pose() -> None:
+    from codealign_ros.config import sensor_topics
+
+    assert sensor_topics("cav_1", 0) == [("lidar", "/cav_1/lidar/points"),
+                                         ("pose", "/cav_1/pose")]
+    cams = sensor_topics("rsu_1", 4)
+    assert [k for k, _ in cams] == ["camera_image"] * 4 + ["camera_info"] * 4 + ["pose"]
+    assert cams[3][1] == "/rsu_1/camera3/image_raw" and cams[4][1] == "/rsu_1/camera0/camera_info"

@@ -59,6 +59,16 @@ def topic(key: str, **fields: Any) -> str:
     return str(lookup("topics", "topics", key)).format(**fields)
 
 
+def sensor_topics(agent: str, cameras: int) -> list[tuple[str, str]]:
+    """(topics.yaml key, name) of the sensor topics a vehicle of `agent` subscribes: its cloud
+    (cameras == 0) or each camera's image and info, then its pose."""
+    if not cameras:
+        keys = [("lidar", {})]
+    else:
+        keys = [(k, {"index": i}) for k in ("camera_image", "camera_info") for i in range(cameras)]
+    return [(k, topic(k, agent=agent, **f)) for k, f in [*keys, ("pose", {})]]
+
+
 def frame(key: str, **fields: Any) -> str:
     """Frame name `frames.<key>` of topics.yaml, with {agent} filled in."""
     return str(lookup("topics", "frames", key)).format(**fields)

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from codealign_ros.config import config_dir, lookup, topic
+from codealign_ros.config import config_dir, lookup, sensor_topics
 from codealign_ros.config.share import resolve_shipped
 from codealign_ros.errors import CodeAlignError
 from codealign_ros.launch import NodeSpec, format_agents, load_graph, parse_agents
@@ -91,14 +91,10 @@ def demo_agents(bag: Path, modalities: str) -> list[tuple[str, str]]:
     return parse_agents(format_agents(list(zip([a for a, _ in agents], chosen))))
 
 
-def sensor_topics(agent: str, modality: str) -> list[str]:
-    """Topics a vehicle_node of `modality` subscribes: cloud + pose, or image + info per
-    camera + pose (the same set as vehicle_node's subscriptions)."""
+def vehicle_topics(agent: str, modality: str) -> list[str]:
+    """Topics a vehicle_node of `modality` subscribes (config.sensor_topics)."""
     cameras = int(lookup("modalities", "modalities", modality).get("cameras") or 0)
-    if not cameras:
-        return [topic("lidar", agent=agent), topic("pose", agent=agent)]
-    return [*(topic(kind, agent=agent, index=i) for kind in ("camera_image", "camera_info")
-              for i in range(cameras)), topic("pose", agent=agent)]
+    return [name for _, name in sensor_topics(agent, cameras)]
 
 
 def check_models(model_dir: str, profile: str, agents: list[tuple[str, str]]) -> None:
@@ -146,10 +142,10 @@ def demo_specs(opts: DemoOptions, bag: Path, agents: list[tuple[str, str]], fram
     ids = [a for a, _ in agents]
     clouds = {"none": [], "ego": ids[:1], "all": ids}[opts.record_clouds]
     recorded = [name for name, _, _ in bag_topics(ids, clouds)]
-    wait_for = sum(len(sensor_topics(a, m)) for a, m in agents) + len(recorded)
+    wait_for = sum(len(vehicle_topics(a, m)) for a, m in agents) + len(recorded)
     # the player sends only what a node of the graph takes (ros2 bag play --topics): a LiDAR
     # agent's camera images and a camera agent's cloud would cost serialisation for no one
-    played = sorted({*recorded, *(t for a, m in agents for t in sensor_topics(a, m))})
+    played = sorted({*recorded, *(t for a, m in agents for t in vehicle_topics(a, m))})
     specs = load_graph(GRAPH, {"bag": str(bag), "agents": format_agents(agents),
                                "rate": opts.rate, "wait_for": wait_for, "backend": opts.backend,
                                "profile": opts.profile, "model_dir": opts.model_dir,

@@ -39,7 +39,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Float64, Header
 
 from codealign_msgs.msg import CodeMap as CodeMapMsg
-from codealign_ros.config import topic
+from codealign_ros.config import sensor_topics, topic
 from codealign_ros.core.codemap import CodeMapError, GridPose
 from codealign_ros.core.stats import DropCounter
 from codealign_ros.data.types import CameraFrame
@@ -148,14 +148,10 @@ class VehicleNode(Node):
                 for i in range(cams)]
 
     def _specs(self) -> list[tuple[type, str, Any]]:
-        sensor, a = qos_profile("sensor"), self.agent
-        pose = (PoseStamped, topic("pose", agent=a), qos_profile("pose"))
-        if not self.pipeline.num_cameras:
-            return [(PointCloud2, topic("lidar", agent=a), sensor), pose]
-        cams = range(int(self.pipeline.num_cameras))
-        return ([(Image, topic("camera_image", agent=a, index=i), sensor) for i in cams]
-                + [(CameraInfo, topic("camera_info", agent=a, index=i), sensor) for i in cams]
-                + [pose])
+        classes = {"lidar": PointCloud2, "camera_image": Image, "camera_info": CameraInfo,
+                   "pose": PoseStamped}
+        return [(classes[key], name, qos_profile("pose" if key == "pose" else "sensor"))
+                for key, name in sensor_topics(self.agent, int(self.pipeline.num_cameras or 0))]
 
     # -- processing --------------------------------------------------------------------------
     def _offer_frame(self, *msgs: Any) -> None:
