@@ -195,6 +195,19 @@ def test_writer_and_reader_round_trip(tmp_path: Path) -> None:
     assert by_kind["detections"]["boxes"] == [[1.0, 2.0, 0.5, 4.0, 2.0, 1.5, 0.1]]
     np.testing.assert_array_equal(by_kind["codemap"]["indices"], indices)
     assert by_kind["codemap"]["raw_bytes"] == 32
+    # the recorder's e2e events (the publishers' clocks) take precedence over arrival times
+    writer = RecordingWriter(path)
+    writer.event("roles", ego="cav_1", agents=["cav_1"], detections={"fused": topic("detections")},
+                 diagnostics={}, processing=[], latency="")
+    for name, typ, msg, t_ns in (
+            (topic("pose", agent="cav_1"), "geometry_msgs/msg/PoseStamped", pose, 10**9),
+            (topic("detections"), "codealign_msgs/msg/Detection3DArray", dets, 10**9 + 2e6)):
+        writer.write(name, typ, store.serialize_cdr(msg, typ), int(t_ns))
+    writer.event("e2e", source="fused", stamp=3 * 10**9, ms=61.5)
+    writer.close()
+    dets_records = [r for r in load_recording(path) if r["kind"] == "detections"]
+    assert [r["e2e_ms"] for r in dets_records] == [61.5]
+    assert not any(r["kind"] == "e2e" for r in load_recording(path))
     other = tmp_path / "notes"
     other.mkdir()
     (other / "keep.txt").write_text("mine")

@@ -13,6 +13,10 @@ the graph is up.
 Its own events go into the recording as JSON on `recording.EVENTS_TOPIC`:
   roles       which topic is what (fused / ego-only detections, diagnostics, processing)
   ready       all nodes up
+  e2e         one detections message's end-to-end latency (source, stamp, ms): from the
+              player's publish of the ego's pose to the detections' publish, both DDS
+              source timestamps (the publishers' clocks: this node's own scheduling, at a
+              low priority, does not enter)
   done        both detection sources covered the first `frames` frames: the node exits, which
               ends the whole graph (the embedded launcher stops all nodes when one exits)
   timeout     timeout_s passed first: the node exits as well
@@ -48,6 +52,13 @@ from codealign_ros.nodes.bag_player import message_class
 from codealign_ros.ros.codemap_msg import stamp_to_ns
 from codealign_ros.ros.qos import qos_profile
 from codealign_ros.ros.runner import run_node
+
+def sent_ns(info: Any) -> int:
+    """When the publisher wrote the message (its DDS source timestamp, wall clock ns), or
+    now where the RMW does not report it."""
+    sent = info.get("source_timestamp") if isinstance(info, dict) else None
+    return int(sent) if sent else time.time_ns()
+
 
 DEFAULTS = {"out": "out/demo/recording", "ego": "cav_1", "frames": 0, "timeout_s": 600.0,
             "codemap_publishers": 1, "codemap_subscribers": 2,
@@ -88,7 +99,7 @@ class DemoRecorder(Node):
                        processing=list(processing), latency=p["latency_topic"])
         self.started = time.monotonic()
         self.ready_at: float | None = None
-        self.pose_t: dict[int, float] = {}
+        self.pose_sent: dict[int, int] = {}  # ego pose stamp -> publish time (ns)
         self.counts: collections.Counter = collections.Counter()
         self.maps: collections.Counter = collections.Counter()
         self.map_stamps: collections.defaultdict = collections.defaultdict(set)
@@ -109,18 +120,19 @@ class DemoRecorder(Node):
 
     # -- subscriptions -----------------------------------------------------------------------
     def _record(self, cls: type, name: str, qos: Any,
-                callback: Callable[[Any], None] | None = None) -> None:
+                callback: Callable[[Any, int], None] | None = None) -> None:
         """Subscribe `name` and write every message into the recording; `callback` also sees
-        it parsed (without one the subscription stays raw: no deserialisation)."""
+        it parsed, with the time it was published (without one the subscription stays raw:
+        no deserialisation)."""
         msgtype = type_name(cls)
         if callback is None:
             self.create_subscription(cls, name, lambda raw: self.rec.write(name, msgtype, raw),
                                      qos, raw=True)
             return
 
-        def on_message(msg: Any) -> None:
+        def on_message(msg: Any, info: Any) -> None:
             self.rec.write(name, msgtype, serialize_message(msg))
-            callback(msg)
+            callback(msg, sent_ns(info))
         self.create_subscription(cls, name, on_message, qos)
 
     def _subscribe(self, processing: list[str]) -> None:
@@ -129,18 +141,18 @@ class DemoRecorder(Node):
         maps.depth = max(maps.depth, CODEMAP_DEPTH)
         self._record(CodeMapMsg, topic("codemap"), maps, self._on_codemap)
         self._record(Detection3DArray, topic("detections"), out,
-                     lambda m: self._on_detections(m, "fused"))
+                     lambda m, sent: self._on_detections(m, sent, "fused"))
         self._record(MarkerArray, topic("markers"), out)
         self._record(DiagnosticArray, topic("diagnostics"), out,
-                     lambda m: self._on_diagnostics(m, "main"))
+                     lambda m, _: self._on_diagnostics(m, "main"))
         for agent in self.agent_ids:
             self._record(Image, topic("codemap_image", agent=agent), out)
         if p["ego_only_detections"]:
             self._record(Detection3DArray, p["ego_only_detections"], out,
-                         lambda m: self._on_detections(m, "ego_only"))
+                         lambda m, sent: self._on_detections(m, sent, "ego_only"))
         if p["ego_only_diagnostics"]:
             self._record(DiagnosticArray, p["ego_only_diagnostics"], out,
-                         lambda m: self._on_diagnostics(m, "ego_only"))
+                         lambda m, _: self._on_diagnostics(m, "ego_only"))
         for name in [*processing, *([p["latency_topic"]] if p["latency_topic"] else [])]:
             self._record(Float64, name, out)
 
@@ -165,24 +177,29 @@ class DemoRecorder(Node):
     def _write(self, kind: str, **fields: Any) -> None:
         self.rec.event(kind, **fields)
 
-    def _on_pose(self, msg: PoseStamped) -> None:
-        self.pose_t.setdefault(stamp_to_ns(msg.header.stamp), time.time())
+    def _on_pose(self, msg: PoseStamped, sent: int) -> None:
+        self.pose_sent.setdefault(stamp_to_ns(msg.header.stamp), sent)
 
-    def _on_gt(self, msg: Detection3DArray) -> None:
+    def _on_gt(self, msg: Detection3DArray, _sent: int) -> None:
         self.counts["frames"] += 1
         self.gt_stamps.append(stamp_to_ns(msg.header.stamp))
         self._check_done()
 
-    def _on_codemap(self, msg: CodeMapMsg) -> None:
+    def _on_codemap(self, msg: CodeMapMsg, _sent: int) -> None:
         self.maps[msg.agent_id] += 1
         self.map_stamps[msg.agent_id].add(stamp_to_ns(msg.header.stamp))
         self._check_done()
 
-    def _on_detections(self, msg: Detection3DArray, source: str) -> None:
+    def _on_detections(self, msg: Detection3DArray, sent: int, source: str) -> None:
+        """End-to-end latency from the publishers' clocks (DDS source timestamps): the
+        player's publish of the ego's pose (beside its sensor data) -> the detections'
+        publish, whenever this node itself got to either message (an `e2e` event)."""
         stamp = stamp_to_ns(msg.header.stamp)
         boxes, _, agents = detection_arrays(msg)
-        start = self.pose_t.get(stamp)
-        e2e = None if start is None else round((time.time() - start) * 1e3, 2)
+        start = self.pose_sent.get(stamp)
+        e2e = None if start is None else round((sent - start) / 1e6, 2)
+        if e2e is not None:
+            self._write("e2e", source=source, stamp=stamp, ms=e2e)
         self.counts[source] += 1
         if source == "fused":
             self.boxes.append(len(boxes))

@@ -158,8 +158,9 @@ def _roles(path: Path) -> dict[str, Any]:
 
 def load_recording(path: Path | str, indices: bool = True) -> list[dict[str, Any]]:
     """The records of a recording (the summary's input): events; gt; pose (the ego's);
-    codemap (with decoded `indices`); detections (source, e2e_ms = ego pose arrival ->
-    detections arrival); diagnostics (source); processing; latency."""
+    codemap (with decoded `indices`); detections (source, e2e_ms = the recorder's `e2e`
+    event: ego pose publish -> detections publish; in recordings without those events, ego
+    pose arrival -> detections arrival); diagnostics (source); processing; latency."""
     path = Path(path)
     roles = _roles(path)
     dets = {t: s for s, t in roles["detections"].items()}
@@ -168,12 +169,17 @@ def load_recording(path: Path | str, indices: bool = True) -> list[dict[str, Any
     ego_pose, codemap, gt = topic("pose", agent=roles["ego"]), topic("codemap"), \
         topic("gt_objects")
     pose_t: dict[int, float] = {}
+    published: dict[tuple[str, int], float] = {}  # (source, stamp) -> e2e ms (`e2e` events)
     out: list[dict[str, Any]] = []
     wanted = {EVENTS_TOPIC, ego_pose, codemap, gt, latency, *dets, *diags, *processing}
     for name, t_ns, msg in iter_messages(path, wanted):
         t = t_ns / 1e9
         if name == EVENTS_TOPIC:
-            out.append({**json.loads(msg.data), "t": t})
+            event = json.loads(msg.data)
+            if event["kind"] == "e2e":
+                published.setdefault((event["source"], event["stamp"]), event["ms"])
+                continue
+            out.append({**event, "t": t})
         elif name == ego_pose:
             pose_t.setdefault(_stamp(msg.header), t)
             out.append({"kind": "pose", "t": t, "stamp": _stamp(msg.header)})
@@ -200,6 +206,10 @@ def load_recording(path: Path | str, indices: bool = True) -> list[dict[str, Any
             out.append({"kind": "processing", "t": t, "topic": name, "ms": float(msg.data)})
         elif name == latency:
             out.append({"kind": "latency", "t": t, "ms": float(msg.data)})
+    if published:  # the publishers' clocks, not the recorder's arrival times
+        for rec in out:
+            if rec["kind"] == "detections":
+                rec["e2e_ms"] = published.get((rec["source"], rec["stamp"]))
     return out
 
 
