@@ -121,6 +121,15 @@ def sign_fields(signer: Signer, fields: WireFields) -> bytes:
     return signer.sign(canonical_bytes(fields))
 
 
+def warm_verifier() -> None:
+    """One sign and verify with a throwaway key: a receiver's first real check then pays
+    no first use of the ECDSA code."""
+    key = ec.generate_private_key(_CURVE)
+    signer = Signer("warmup", key)
+    if not verify(key.public_key(), signer.sign(b"warmup"), b"warmup"):
+        raise SigningError("ECDSA P-256 self-check failed")
+
+
 def verify(public_key: ec.EllipticCurvePublicKey, signature: bytes, payload: bytes) -> bool:
     """True when `signature` (64 bytes r || s) is valid for `payload`."""
     if len(signature) != SIGNATURE_BYTES:

@@ -33,23 +33,26 @@ import threading
 import time
 from typing import Any
 
+import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
+from rclpy.serialization import deserialize_message, serialize_message
 from std_msgs.msg import Float64, Header
 from visualization_msgs.msg import MarkerArray
 
 from codealign_msgs.msg import CodeMap as CodeMapMsg
 from codealign_msgs.msg import Detection3DArray
 from codealign_ros.config import ConfigError, frame, topic
-from codealign_ros.core.codemap import CodeMap, CodeMapError
+from codealign_ros.core.codemap import CodeMap, CodeMapError, Encoding, GridPose
+from codealign_ros.core.signing import warm_verifier
 from codealign_ros.core.stats import DropCounter
 from codealign_ros.pipeline import (PipelineError, ReceiverConfig, ReceiverPipeline,
                                     ReceiverResult, drop_reason)
 from codealign_ros.ros.diagnostics import RateLimitedLog, diagnostic_status
 from codealign_ros.pipeline.transport import LatestWins, Worker, ledger
 from codealign_ros.ros import markers
-from codealign_ros.ros.codemap_msg import msg_to_codemap, ns_to_stamp
+from codealign_ros.ros.codemap_msg import codemap_to_msg, msg_to_codemap, ns_to_stamp
 from codealign_ros.ros.qos import qos_profile
 from codealign_ros.ros.transport import (CpuMeter, LostCounter, steady_timer,
                                          subscribe_counting_lost)
@@ -140,9 +143,27 @@ class FusionNode(Node):
         self.pipeline = ReceiverPipeline(ReceiverConfig.from_params(self.p, modality),
                                          logging.getLogger("codealign.pipeline"))
         self.pipeline.drops.update(self.early)
+        self._dry_run()
         self.get_logger().info(f"ego {self.ego} ({modality}, space {self.pipeline.ego_group}) "
                                f"on {self.pipeline.backend_name}; translating "
                                f"{sorted(self.pipeline.translators) or 'nothing'}")
+
+    def _dry_run(self) -> None:
+        """An empty ego-space map through CDR, decoding and a signature check (a throwaway
+        key), nothing counted: the first real maps then pay no lazy import (zstd) or first
+        use of the verifier (the pipeline warmed its stages)."""
+        assert self.pipeline is not None
+        grid, space = self.pipeline.grid, self.pipeline.ego_group
+        info = self.pipeline.spaces[space]
+        code_map = CodeMap(indices=np.zeros((grid.height, grid.width), np.uint8),
+                           bits=info.bits, agent_id=self.ego, modality=self.pipeline.ego_modality,
+                           code_space=space, codebook_hash=info.codebook_hash, stamp_ns=1,
+                           frame_id=self.frame_id, resolution=grid.resolution,
+                           origin=(grid.x_min, grid.y_min, 0.0), pose=GridPose())
+        msg = deserialize_message(serialize_message(codemap_to_msg(code_map, Encoding.ZSTD)),
+                                  CodeMapMsg)
+        msg_to_codemap(msg).validate()
+        warm_verifier()
 
     # -- input ---------------------------------------------------------------------------------
     def _on_codemap(self, msg: CodeMapMsg, info: Any, local: bool = False) -> None:

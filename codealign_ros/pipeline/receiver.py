@@ -61,6 +61,7 @@ from codealign_ros.pipeline.stages import PipelineError, space_output
 __all__ = ["DROP_REASONS", "ReceiverPipeline", "ReceiverResult", "drop_reason"]
 
 NS_PER_S = 1_000_000_000
+WARM_AGENTS = 5  # warmup(): agent counts the fusion head runs once at start-up (1..this)
 
 
 @dataclass
@@ -131,11 +132,15 @@ class ReceiverPipeline:
         self.warmup()
 
     def warmup(self) -> None:
-        """Run every stage once on empty maps (no counters touched): the first ego frame then
-        pays no session initialisation."""
-        zeros = np.zeros((2, self.grid.height, self.grid.width), np.int64)
-        theta = np.tile(np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], np.float32), (2, 1, 1))
-        self.head({"indices": zeros, "theta": theta})
+        """Run every stage on empty maps (no counters touched), the fusion head once per
+        agent count up to WARM_AGENTS (largest first): the first ego frames then pay no
+        session initialisation, and no new agent count re-plans the runtime's buffers
+        (measured on ONNX Runtime: 3 agents 24 ms on first use, 13 ms after)."""
+        most = min(self.max_peers + 1, WARM_AGENTS)
+        zeros = np.zeros((most, self.grid.height, self.grid.width), np.int64)
+        theta = np.tile(np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], np.float32), (most, 1, 1))
+        for n in range(most, 0, -1):
+            self.head({"indices": zeros[:n], "theta": theta[:n]})
         for translator in self.translators.values():
             translator({"indices": zeros[:1]})
 
