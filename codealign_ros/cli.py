@@ -14,7 +14,7 @@ def _demo(args: argparse.Namespace) -> int:
     unit) and the ego's fusion node over DDS, with the shipped mini weights. Prints a status
     line each second and a summary (AP ego-only vs fused, bytes per CodeMap, latency,
     drops); writes out/demo/summary.json and a BEV picture."""
-    from codealign_ros.demo.runner import run_demo_cli
+    from codealign_ros.demo.cli import run_demo_cli
 
     return run_demo_cli(args)
 
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="codealign", description="CodeAlign V2X cooperative perception on ROS 2.")
     parser.add_argument("--version", action="version", version=f"codealign {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    from codealign_ros.demo.runner import add_demo_arguments
+    from codealign_ros.demo.cli import add_demo_arguments
 
     demo = sub.add_parser("demo", help="run the node graph on a generated scene with a summary",
                           description=_demo.__doc__)

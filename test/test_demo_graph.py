@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,8 @@ import numpy as np
 import pytest
 
 from codealign_ros.demo.bev_picture import AgentMark, draw_bev
-from codealign_ros.demo.runner import (DemoError, DemoOptions, check_models, demo_specs,
-                                       run_demo)
+from codealign_ros.demo.runner import (DemoError, DemoOptions, background_cpus, check_models,
+                                       demo_specs, run_demo)
 from codealign_ros.demo.scene import BagTruth
 from codealign_ros.demo.recording import bag_topics, load_recording
 from codealign_ros.demo.summary import summarize
@@ -30,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 FRAMES = 10
 SEED = 191  # a scene where the road-side unit and the other vehicle see what the ego misses
 RATE = 0.05
+LEAD = 2  # lead-in frames (played, not evaluated)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +45,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], 
     domain = 1 + int(hashlib.sha256(f"{os.getpid()}:demo".encode()).hexdigest(), 16) % 100
     opts = DemoOptions(frames=FRAMES, seed=SEED, rate=RATE, model_dir=str(REPO / "models/mini"),
                        data_dir=REPO / "data/demo", out_dir=out, domain_id=domain,
-                       seconds=150.0)
+                       seconds=150.0, lead_frames=LEAD)
     return run_demo(opts), out
 
 
@@ -51,7 +53,11 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], 
 def test_detections_arrive_for_the_frames(demo_run: tuple[dict[str, Any], Path]) -> None:
     summary, _ = demo_run
     frames = summary["frames"]
-    assert frames["played"] >= FRAMES
+    assert frames["played"] >= LEAD + FRAMES
+    # the lead-in frames are played and fused, but neither evaluated nor in the latency
+    lead = summary["latency_ms"]["lead_in"]
+    assert lead["frames"] == LEAD and lead["fused"] >= LEAD - 1 and len(lead["ms"]) >= 1, lead
+    assert summary["scene"]["lead_frames"] == LEAD and frames["evaluated_span"] == FRAMES
     assert frames["fused"] >= FRAMES - 1 and frames["ego_only"] >= FRAMES - 1, frames
     assert frames["evaluated"] >= FRAMES - 1, frames
     assert summary["boxes_per_frame"]["fused"] > 0
@@ -92,7 +98,10 @@ def test_raw_codemap_bytes_are_height_width_bits(demo_run: tuple[dict[str, Any],
 def test_summary_and_picture_are_written(demo_run: tuple[dict[str, Any], Path]) -> None:
     summary, out = demo_run
     assert json.loads((out / "summary.json").read_text())["ap"] == summary["ap"]
-    assert summary["latency_ms"]["end_to_end"]["p50"] is not None
+    e2e = summary["latency_ms"]["end_to_end"]
+    # from the publishers' clocks: the ego's sensor publish -> the detections' publish spans
+    # the ego vehicle's processing and the fusion's, never less than the fusion alone
+    assert e2e["n"] >= FRAMES - 1 and e2e["p50"] > summary["latency_ms"]["fusion"]["p50"], e2e
     picture = Path(summary["picture"])
     assert picture.is_file() and picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert Path(summary["animation"]).read_bytes()[:6] == b"GIF89a"
@@ -219,9 +228,32 @@ def test_graph_has_one_receiver_and_the_recorder(tmp_path: Path) -> None:
                nice["codemap_images"]) > 0
     assert by_name["vehicle_rsu_1"].command(program="x")[:3] == ["nice", "-n", str(nice[
         "vehicle_rsu_1"])]
+    # ... and on the upper half of the cores (taskset), the ego's nodes anywhere
+    cpus = {s.name: s.cpus for s in specs}
+    assert cpus["vehicle_cav_1"] == cpus["fusion_cav_1"] == cpus["bag_player"] == ()
+    assert cpus["vehicle_rsu_1"] == cpus["demo_recorder"] == background_cpus()
+    pinned = demo_specs(DemoOptions(background_cpus="0"), tmp_path / "bag", agents, 8,
+                        tmp_path / "recording")
+    rsu = next(s for s in pinned if s.name == "vehicle_rsu_1").command(program="x")
+    assert rsu[:6] == ["nice", "-n", str(nice["vehicle_rsu_1"]), "taskset", "-c", "0"]
+    assert all(s.cpus == () for s in demo_specs(DemoOptions(background_cpus="all"),
+                                                tmp_path / "bag", agents, 8,
+                                                tmp_path / "recording"))
     receiver = demo_specs(DemoOptions(translate="receiver"), tmp_path / "bag", agents, 8,
                           tmp_path / "recording")
     assert not any(s.parameters.get("translate_to") for s in receiver)
+
+
+def test_background_cores_are_checked() -> None:
+    allowed = sorted(os.sched_getaffinity(0))
+    auto = background_cpus("auto")
+    assert auto == (tuple(allowed[len(allowed) // 2:]) if len(allowed) > 1 else ())
+    assert not set(auto) & set(allowed[:len(allowed) // 2])  # the ego keeps a free core
+    assert background_cpus("all") == ()
+    assert background_cpus(str(allowed[0])) == (allowed[0],)
+    for bad in ("9999", "x", ""):
+        with pytest.raises(DemoError, match="--background-cpus"):
+            background_cpus(bad)
 
 
 def test_missing_weights_are_named(tmp_path: Path) -> None:

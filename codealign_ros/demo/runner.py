@@ -15,7 +15,12 @@
    receiver: after the run the ego's recorded code maps go alone through a ReceiverPipeline of
    the same weights and backend (codealign_ros.demo.baseline).
    The bag carries TAIL_FRAMES frames after the evaluated ones, so the player (whose exit
-   also ends the graph) does not cut off the last evaluated frame.
+   also ends the graph) does not cut off the last evaluated frame, and `lead_frames` (default
+   LEAD_FRAMES, 0.5 s) before them: a graph that has idled since start-up runs its first
+   frames 2-5x slower (cold caches, every node's first frame at once; measured 130-260 ms
+   end to end against 40-100 ms after), which says nothing of the rate it keeps. Those
+   frames are played, fused and recorded, but not evaluated; the summary gives their
+   latency apart (`latency_ms.lead_in`).
 3. From the recording: the summary (codealign_ros.demo.summary) printed and written to
    <out>/summary.json, the BEV picture of the frame where cooperation helps most
    (codealign_ros.demo.bev_picture, with the agents' code maps) and the animated BEV of every
@@ -23,17 +28,15 @@
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
-import sys
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from codealign_ros.config import config_dir, lookup, sensor_topics
-from codealign_ros.config.share import resolve_shipped
 from codealign_ros.errors import CodeAlignError
 from codealign_ros.launch import NodeSpec, format_agents, load_graph, parse_agents
 
@@ -42,6 +45,7 @@ DEFAULT_SEED = 191
 DEFAULT_FRAMES = 36
 DEFAULT_RATE = 1.0  # real time: the bag's 10 Hz
 TAIL_FRAMES = 2
+LEAD_FRAMES = 5  # played before the evaluated frames (see the module doc, step 2)
 BACKGROUND_NICE = 10  # peers and observers of the demo graph, see background()
 LINGER_S = 10.0  # the player stays up after the bag so the last frames are fused (the
 # recorder ends the graph as soon as they are)
@@ -76,6 +80,8 @@ class DemoOptions:
     # scene bag's), the "ego"'s, or "all" agents'
     translate: str = "sender"  # foreign groups: "sender" D2C into the ego space (the paper's
     # paradigm, vehicle_node translate_to) or "receiver" (the fusion node's code-to-code UCT)
+    background_cpus: str = "auto"  # cores of the peers and observers, see background_cpus()
+    lead_frames: int = LEAD_FRAMES  # played, not evaluated (the graph's first frames)
 
 
 # -- graph ------------------------------------------------------------------------------------
@@ -171,17 +177,45 @@ def demo_specs(opts: DemoOptions, bag: Path, agents: list[tuple[str, str]], fram
                                                 "--topics", *played])
               for s in specs if s.executable == "bag_player"]
     others = [s for s in specs if s.executable != "bag_player"]
-    return [background(recorder), *(background(s) if s.executable == "vehicle_node"
-                                    and s.name != f"vehicle_{ids[0]}" else s for s in others),
-            background(images), *player]
+    cpus = background_cpus(opts.background_cpus)
+    return [background(recorder, cpus),
+            *(background(s, cpus) if s.executable == "vehicle_node"
+              and s.name != f"vehicle_{ids[0]}" else s for s in others),
+            background(images, cpus), *player]
 
 
-def background(spec: NodeSpec) -> NodeSpec:
-    """`spec` at a lower CPU priority (nice BACKGROUND_NICE): on one small machine the demo
-    runs what would be other vehicles' computers (the peers' vehicle nodes) and observers
-    (recorder, code-map images) beside the ego's vehicle and fusion nodes, whose latency is
-    the one measured; without it they queue behind each other's bursts."""
-    return dataclasses.replace(spec, nice=BACKGROUND_NICE)
+def background(spec: NodeSpec, cpus: tuple[int, ...] = ()) -> NodeSpec:
+    """`spec` at a lower CPU priority (nice BACKGROUND_NICE), on the cores `cpus` only
+    (() = any): on one small machine the demo runs what would be other vehicles' computers
+    (the peers' vehicle nodes) and observers (recorder, code-map images) beside the ego's
+    vehicle and fusion nodes, whose latency is the one measured; without it they queue
+    behind each other's bursts."""
+    return dataclasses.replace(spec, nice=BACKGROUND_NICE, cpus=cpus)
+
+
+def background_cpus(choice: str = "auto") -> tuple[int, ...]:
+    """Cores for the background nodes. "auto": the upper half of the cores this process may
+    run on (core 1 of 2), so the ego's vehicle and fusion nodes always find the others free
+    of peers (the peers' computers are not the ego's on the road); () with one core or
+    without `taskset`. "all": no pinning. Else a comma-separated list of cores ("1" or
+    "2,3"), which must be ones this process may use."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if choice == "all":
+        return ()
+    if choice == "auto":
+        if len(allowed) < 2 or shutil.which("taskset") is None:
+            return ()
+        return tuple(allowed[len(allowed) // 2:])
+    try:
+        cpus = tuple(sorted({int(c) for c in choice.split(",") if c.strip()}))
+    except ValueError:
+        cpus = ()
+    if not cpus or not set(cpus) <= set(allowed):
+        raise DemoError(f"--background-cpus {choice!r}: give auto, all or cores out of "
+                        f"{','.join(map(str, allowed))}")
+    if shutil.which("taskset") is None:
+        raise DemoError("--background-cpus: `taskset` (util-linux) is not installed")
+    return cpus
 
 
 def demo_keys(out_dir: Path, agents: list[tuple[str, str]]) -> Path:
@@ -224,24 +258,27 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
     from codealign_ros.demo.picture import draw_picture
     from codealign_ros.demo.recording import load_recording, read_clouds
     from codealign_ros.demo.scene import SceneSpec, read_truth, scene_bag
-    from codealign_ros.demo.summary import summarize
+    from codealign_ros.demo.summary import lead_in_latency, summarize
     from codealign_ros.demo.viz_configs import write_configs
     from codealign_ros.config.profiles import load_profile
 
-    if opts.frames < 2 or opts.rate <= 0:
-        raise DemoError("--frames must be >= 2 and --rate > 0")
+    if opts.frames < 2 or opts.rate <= 0 or opts.lead_frames < 0:
+        raise DemoError("--frames must be >= 2, --rate > 0 and --lead-in >= 0")
     started = time.monotonic()
-    bag = scene_bag(SceneSpec(opts.seed, opts.frames + TAIL_FRAMES), opts.data_dir)
+    lead = opts.lead_frames
+    bag = scene_bag(SceneSpec(opts.seed, lead + opts.frames + TAIL_FRAMES), opts.data_dir)
     agents = demo_agents(bag, opts.modalities)
     check_models(opts.model_dir, opts.profile, agents)
     ensure_export(opts)
     opts.out_dir.mkdir(parents=True, exist_ok=True)
     record = opts.out_dir / "recording"
     demo_keys(opts.out_dir, agents)
-    specs = demo_specs(opts, bag, agents, opts.frames, record)
+    specs = demo_specs(opts, bag, agents, lead + opts.frames, record)
     domain = _domain(opts)
+    cpus = list(background_cpus(opts.background_cpus))
     print(f"demo: {len(specs)} nodes in ROS_DOMAIN_ID {domain}; agents "
-          f"{format_agents(agents)}; bag {bag} at rate {opts.rate}", flush=True)
+          f"{format_agents(agents)}; bag {bag} at rate {opts.rate}; peers and observers at "
+          f"nice {BACKGROUND_NICE} on cores {','.join(map(str, cpus)) or 'any'}", flush=True)
     code = run_graph(specs, graph_env(domain, opts.out_dir))
     records = load_recording(record) if (record / "metadata.yaml").is_file() else []
     kinds = {r["kind"] for r in records}
@@ -251,16 +288,18 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
         raise DemoError(f"the graph did not come up {why}; see the node output above")
     records += ego_only_baseline(record, opts, agents[0])
     truth = read_truth(bag, [a for a, _ in agents])
-    stamps = truth.stamps[:opts.frames]
+    stamps = truth.stamps[lead:lead + opts.frames]
     profile = load_profile(opts.profile)
     summary = {"scene": {"bag": str(bag), "seed": opts.seed, "frames": opts.frames,
-                         "tail_frames": TAIL_FRAMES},
+                         "lead_frames": lead, "tail_frames": TAIL_FRAMES},
                "agents": dict(agents), "ego": agents[0][0], "rate": opts.rate,
                "domain_id": domain, "launcher_exit_code": code, "recording": str(record),
+               "background": {"nice": BACKGROUND_NICE, "cpus": cpus},
                "ended_by": "recorder" if "done" in kinds else "timeout" if "timeout" in kinds
                else "graph exit",
                **summarize(records, truth, agents[0][0], dict(agents), stamps, profile),
                "wall_s": round(time.monotonic() - started, 1)}
+    summary["latency_ms"]["lead_in"] = lead_in_latency(records, truth.stamps[:lead])
     picture = opts.picture or opts.out_dir / "demo_bev.png"
     clouds = read_clouds(bag if opts.record_clouds == "none" else record, agents[0][0])
     summary["picture"] = str(draw_picture(picture, records, truth, clouds, agents, stamps,
@@ -296,103 +335,3 @@ def ego_only_baseline(recording: Path, opts: DemoOptions,
                                opts.backend, opts.profile)
     print(f"demo: ego-only baseline from {len(records)} recorded ego code maps", flush=True)
     return records
-
-
-# -- command line ----------------------------------------------------------------------------
-def _nonzero_drops(drops: dict[str, Any]) -> str:
-    parts = [f"{node}: {reasons}" for node, entry in drops["nodes"].items()
-             for reasons in [{k: v for key in ("drops", "sync_dropped", "skipped")
-                              for k, v in entry.get(key, {}).items()}] if reasons]
-    return f" ({'; '.join(parts)})" if parts else ""
-
-
-def _ledger_lines(drops: dict[str, Any]) -> list[str]:
-    out = []
-    for node, entry in drops["nodes"].items():
-        book = entry.get("ledger")
-        if book:
-            out.append(f"  transport  {node}: offered {book.get('offered')} = fused "
-                       f"{book.get('fused')} + dropped {book.get('dropped')} + held "
-                       f"{book.get('held')} ({'exact' if entry.get('balanced') else 'UNBALANCED'})")
-    return out
-
-
-def format_summary(s: dict[str, Any]) -> str:
-    """Human-readable lines of a summary."""
-    f, ap, cb, lat = s["frames"], s["ap"], s["codemap_bytes"], s["latency_ms"]
-    e2e, fus = lat["end_to_end"], lat["fusion"]
-    lines = [
-        "demo summary",
-        f"  agents     {', '.join(f'{a}:{m}' for a, m in s['agents'].items())} (ego {s['ego']})",
-        f"  frames     {f['evaluated']} evaluated of {f['evaluated_span']} (played "
-        f"{f['played']}, fused {f['fused']}, ego-only {f['ego_only']}); rate {s['rate']}x; "
-        f"agents fused: " + ", ".join(f"{n} in {c} frames" for n, c in s["agents_fused"].items()),
-        f"  AP         ego-only  AP30 {ap['ego_only']['ap30']:.3f}  AP50 "
-        f"{ap['ego_only']['ap50']:.3f}  AP70 {ap['ego_only']['ap70']:.3f}",
-        f"             fused     AP30 {ap['fused']['ap30']:.3f}  AP50 {ap['fused']['ap50']:.3f}"
-        f"  AP70 {ap['fused']['ap70']:.3f}",
-        f"  CodeMap    {cb.get('height')} x {cb.get('width')} x {cb.get('bits')} bit: raw "
-        f"{cb.get('raw')} B, coded ({cb.get('encoding')}) {cb.get('coded')} B per map "
-        f"(dense float32 features: {cb.get('dense_float32')} B); {cb.get('maps')} maps",
-        f"  latency    end-to-end p50 {e2e['p50']} ms, p95 {e2e['p95']} ms (ego sensor "
-        f"publish -> fused detections); fusion p50 {fus['p50']} ms",
-        f"  drops      {s['drops']['total']} by the nodes{_nonzero_drops(s['drops'])}; code maps "
-        f"missing {sum(s['drops']['maps_missing'].values())}",
-        *_ledger_lines(s["drops"]),
-        f"  pictures   {s['picture']}, {s.get('animation')}; recording {s.get('recording')}",
-        f"  wall time  {s['wall_s']} s (ended by {s['ended_by']}; launcher exit code "
-        f"{s['launcher_exit_code']})"]
-    return "\n".join(lines)
-
-
-def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags of `codealign demo`."""
-    parser.add_argument("--frames", type=int, default=DEFAULT_FRAMES,
-                        help=f"evaluated 10 Hz frames of the scene (default {DEFAULT_FRAMES})")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
-                        help=f"scene generator seed (default {DEFAULT_SEED})")
-    parser.add_argument("--rate", type=float, default=DEFAULT_RATE,
-                        help=f"bag playback speed factor (default {DEFAULT_RATE}: no frame "
-                             f"drops on 2 CPU cores)")
-    parser.add_argument("--modalities", default="",
-                        help="modality per bag agent, ego first, e.g. m1,m5,m2 (default: "
-                             "config/modalities.yaml assignment)")
-    parser.add_argument("--model-dir", default="models/mini", help="trained weights")
-    parser.add_argument("--backend", default="auto", help="inference backend of every node")
-    parser.add_argument("--out", type=Path, default=Path("out/demo"),
-                        help="recording (MCAP), summary.json, pictures and RViz / Foxglove "
-                             "presets go here (default out/demo)")
-    parser.add_argument("--picture", type=Path, default=None,
-                        help="BEV picture path (default <out>/demo_bev.png; the animation "
-                             "goes beside it as .gif)")
-    parser.add_argument("--seconds", type=float, default=600.0,
-                        help="stop the graph after this long in any case (default 600)")
-    parser.add_argument("--record-clouds", choices=("none", "ego", "all"), default="none",
-                        help="LiDAR clouds recorded: none (default; the pictures read the "
-                             "scene bag's), the ego's, or every agent's (about 1 MB each, "
-                             "10 Hz)")
-    parser.add_argument("--translate", choices=("sender", "receiver"), default="sender",
-                        help="where foreign code spaces become the ego's: the sender's UCT on "
-                             "its dense features (D2C, the paper's; default) or the receiver's "
-                             "UCT on the received codes (C2C)")
-    parser.add_argument("--domain-id", type=int, default=None,
-                        help="ROS_DOMAIN_ID of the demo graph (default: one derived from the "
-                             "process id)")
-
-
-def run_demo_cli(args: argparse.Namespace) -> int:
-    """`codealign demo`: 0 when detections came through, 1 otherwise."""
-    opts = DemoOptions(frames=args.frames, seed=args.seed, rate=args.rate,
-                       modalities=args.modalities,
-                       model_dir=str(resolve_shipped(args.model_dir)),  # from any directory
-                       backend=args.backend, out_dir=args.out, picture=args.picture,
-                       domain_id=args.domain_id, seconds=args.seconds,
-                       record_clouds=args.record_clouds, translate=args.translate)
-    try:
-        summary = run_demo(opts)
-    except (DemoError, ValueError) as err:
-        print(f"demo: error: {err}", file=sys.stderr)
-        return 1
-    print(format_summary(summary))
-    print(f"demo: summary written to {opts.out_dir / 'summary.json'}")
-    return 0 if summary["frames"]["fused"] else 1

@@ -198,3 +198,12 @@ def summarize(records: list[dict[str, Any]], truth: BagTruth, ego: str,
         "drops": drops(records, stamps, list(agents)),
         "realtime": realtime_stats(records),
     }
+
+
+def lead_in_latency(records: list[dict[str, Any]], stamps: list[int]) -> dict[str, Any]:
+    """End-to-end latency of the fused lead-in frames (played, not evaluated)."""
+    fused = detections_by_stamp(records, "fused")
+    values = [fused[s].get("e2e_ms") for s in stamps if s in fused]
+    values = [v for v in values if v is not None]
+    return {"frames": len(stamps), "fused": sum(s in fused for s in stamps),
+            "ms": [round(v, 1) for v in values], "max": max(values) if values else None}

@@ -20,8 +20,9 @@ class NodeSpec:
 
     `module` is the Python module behind the executable (None: not a Python node);
     `arguments` go on the command line before `--ros-args`; `nice` > 0 starts the process
-    under `nice -n` (launch_ros: the same as `prefix`), e.g. nodes that share a small CPU
-    with the ones whose latency counts.
+    under `nice -n` and a non-empty `cpus` pins it to those CPU cores with `taskset -c`
+    (launch_ros: the same `prefix`), e.g. nodes that share a small CPU with the ones whose
+    latency counts.
     """
 
     name: str
@@ -34,6 +35,14 @@ class NodeSpec:
     optional: bool = False
     params_file: str = ""  # config/<executable>.param.yaml when it has one
     nice: int = 0
+    cpus: tuple[int, ...] = ()
+
+    def prefix(self) -> list[str]:
+        """`nice -n N` and `taskset -c a,b` in front of the program (empty when unset)."""
+        out = ["nice", "-n", str(self.nice)] if self.nice > 0 else []
+        if self.cpus:
+            out += ["taskset", "-c", ",".join(str(c) for c in sorted(self.cpus))]
+        return out
 
     def ros_argv(self) -> list[str]:
         """`--ros-args -r __node:=name [--params-file f] -p k:=v ... -r from:=to ...`."""
@@ -49,8 +58,7 @@ class NodeSpec:
     def command(self, python: str = sys.executable, program: str | None = None) -> list[str]:
         """argv of the process: `python -u -m module ...` or `program|executable ...`."""
         head = [python, "-u", "-m", self.module] if self.module else [program or self.executable]
-        prefix = ["nice", "-n", str(self.nice)] if self.nice > 0 else []
-        return [*prefix, *head, *self.arguments, *self.ros_argv()]
+        return [*self.prefix(), *head, *self.arguments, *self.ros_argv()]
 
 
 def params_file(executable: str) -> str:

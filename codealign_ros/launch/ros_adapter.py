@@ -36,4 +36,4 @@ def _launch_node(spec: NodeSpec) -> Any:
     return Node(package=spec.package, executable=spec.executable, name=spec.name,
                 parameters=[p for p in (spec.params_file, spec.parameters) if p],
                 arguments=list(spec.arguments), remappings=list(spec.remappings),
-                output="screen", **({"prefix": f"nice -n {spec.nice}"} if spec.nice > 0 else {}))
+                output="screen", **({"prefix": " ".join(spec.prefix())} if spec.prefix() else {}))
