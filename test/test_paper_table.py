@@ -1,6 +1,7 @@
 """`codealign paper-table`: the claims check and the markdown it writes."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from codealign_ros.train.paper_table import claims, markdown, opv2v_trainable_parameters
@@ -51,3 +52,12 @@ def test_opv2v_trainable_parameters_count_the_paper_scale() -> None:
     assert set(tp) == {"[m1]+[m2]", "[m2]+[m4]", "[m1 m4]+[m2]+[m5]"}
     # more modalities to align, more parameters; the opv2v scale is far above mini's 0.6 M
     assert tp["[m1 m4]+[m2]+[m5]"] > tp["[m1]+[m2]"] > 1_000_000
+
+
+def test_readme_option_can_skip(tmp_path: Path) -> None:
+    from codealign_ros.train.paper_table import readme_path
+
+    readme = tmp_path / "README.md"
+    readme.write_text("x")
+    assert readme_path("") is None and readme_path(str(tmp_path)) is None
+    assert readme_path(str(readme)) == readme

@@ -257,6 +257,13 @@ def update_readme(readme: Path, table: str, start: str = "<!-- paper-table:start
     return True
 
 
+def readme_path(text: str) -> Path | None:
+    """The --readme file, None for '' (skip; Path('') would be the working directory) or a
+    path that is not a file."""
+    path = Path(text) if text else None
+    return path if path is not None and path.is_file() else None
+
+
 def add_paper_table_parser(sub: Any) -> argparse.ArgumentParser:
     p = sub.add_parser("paper-table", help="Table-4-style results + ablations into markdown",
                        description=__doc__)
@@ -264,7 +271,7 @@ def add_paper_table_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, default=Path("data/mini-v2x"))
     p.add_argument("--split", default="test")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    p.add_argument("--readme", type=Path, default=Path("README.md"),
+    p.add_argument("--readme", default="README.md",
                    help="README whose paper-table markers get the table ('' to skip)")
     p.add_argument("--max-frames", type=int, default=0)
     p.add_argument("--every", type=int, default=2, help="use every N-th frame of the split")
@@ -286,6 +293,7 @@ def run_paper_table(args: argparse.Namespace) -> int:
     (args.out / "paper_table.md").write_text(table)
     plot(res, args.out / "paper_table.png")
     print(table)
-    if str(args.readme) and args.readme.exists() and update_readme(args.readme, table):
-        print(f"updated {args.readme}")
+    readme = readme_path(args.readme)
+    if readme is not None and update_readme(readme, table):
+        print(f"updated {readme}")
     return 0
