@@ -75,6 +75,20 @@ def test_matches_brute_force_on_profile_settings() -> None:
                                  spec["max_points"], 500))
 
 
+def test_large_grids_match_brute_force() -> None:
+    """Grids over 65,536 cells sort int64 keys (the mini grids sort 16-bit keys)."""
+    profile = load_profile("opv2v")
+    spec = profile["pillar"]
+    assert math.prod(grid_shape(profile.lidar_range, spec["voxel_size"])) > 1 << 16
+    rng = np.random.default_rng(5)
+    r = np.asarray(profile.lidar_range)
+    points = np.column_stack([rng.uniform(r[:3] - 1, r[3:] + 1, (2000, 3)),
+                              rng.uniform(0, 1, 2000)]).astype(np.float32)
+    points[::5, :2] = np.round(points[::5, :2] / spec["voxel_size"][0]) * spec["voxel_size"][0]
+    got = voxelize(points, profile.lidar_range, spec["voxel_size"], 4, 800)
+    assert_same(got, brute_force(points, profile.lidar_range, spec["voxel_size"], 4, 800))
+
+
 def test_range_and_non_finite_filtering() -> None:
     points = np.array([[-2.0, -1.5, -1.0, 0.1],  # lower corner: kept
                        [2.0, 0.0, 0.0, 0.2],  # x == x_max: dropped

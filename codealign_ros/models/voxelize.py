@@ -73,18 +73,30 @@ def finite_rows(arr: np.ndarray) -> np.ndarray:
 
 def _cells(points: np.ndarray, lidar_range: Sequence[float], voxel_size: Sequence[float],
            shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of the valid (finite, in-range) points and their (x, y, z) voxel cells."""
+    """Indices of the valid (finite, in-range) points and their voxel keys
+    ((z * ny + y) * nx + x). In place on one float64 copy per column (each temporary of a
+    60k-point cloud costs memory traffic that a busy machine's shared cache pays for)."""
     lo = np.asarray(lidar_range, np.float64)[:3]
     size = np.asarray(voxel_size, np.float64)
     valid = np.isfinite(points[:, 3])
     cells = []
     with np.errstate(invalid="ignore"):
         for k in range(3):  # NaN / inf coordinates fail both comparisons
-            c = np.floor((points[:, k].astype(np.float64) - lo[k]) / size[k])
-            valid &= (c >= 0) & (c < shape[k])
+            c = points[:, k].astype(np.float64)
+            c -= lo[k]
+            c /= size[k]
+            np.floor(c, out=c)
+            valid &= c >= 0
+            valid &= c < shape[k]
             cells.append(c)
     keep = np.flatnonzero(valid)
-    return keep, np.stack([c[keep] for c in cells], axis=1).astype(np.int64)
+    nx, ny = shape[0], shape[1]
+    key = cells[2][keep].astype(np.int64)
+    key *= ny
+    key += cells[1][keep].astype(np.int64)
+    key *= nx
+    key += cells[0][keep].astype(np.int64)
+    return keep, key
 
 
 def voxelize(points: np.ndarray, lidar_range: Sequence[float], voxel_size: Sequence[float],
@@ -97,9 +109,11 @@ def voxelize(points: np.ndarray, lidar_range: Sequence[float], voxel_size: Seque
     max_points = _positive_int(max_points, "max_points")
     max_voxels = _positive_int(max_voxels, "max_voxels")
     nx, ny, nz = grid_shape(lidar_range, voxel_size)
-    keep, cell = _cells(arr, lidar_range, voxel_size, (nx, ny, nz))
-    key = (cell[:, 2] * ny + cell[:, 1]) * nx + cell[:, 0]
-    by_key = np.argsort(key, kind="stable")  # grouped by voxel, input order inside a group
+    keep, key = _cells(arr, lidar_range, voxel_size, (nx, ny, nz))
+    # grouped by voxel, input order inside a group; numpy's stable sort is a radix sort for
+    # 16-bit keys (mini grids: 128 x 128 x <= 4 cells), several times faster than on int64
+    by_key = np.argsort(key.astype(np.uint16) if nx * ny * nz <= 1 << 16 else key,
+                        kind="stable")
     sorted_key = key[by_key]
     new_group = np.empty(sorted_key.shape[0], bool)
     new_group[:1] = True
@@ -113,7 +127,8 @@ def voxelize(points: np.ndarray, lidar_range: Sequence[float], voxel_size: Seque
     vid = rank[group]
     fit = (vid < nv) & (slot < max_points)
     features = np.zeros((nv, max_points, 4), np.float32)
-    features[vid[fit], slot[fit]] = arr[keep[by_key[fit]]]
+    features.reshape(nv * max_points, 4)[vid[fit] * max_points + slot[fit]] = \
+        arr[keep[by_key[fit]]]
     chosen = np.flatnonzero(rank < nv)
     k = np.empty(nv, np.int64)
     k[rank[chosen]] = sorted_key[starts[chosen]]
