@@ -164,6 +164,15 @@ def test_summary_of_a_record() -> None:
     assert drops["nodes"]["codealign vehicle rsu_1"]["sync_dropped"] == {"unmatched": 1}
     assert drops["nodes"]["codealign fusion cav_1"]["skipped"] == {"out_of_range": 1}
     assert drops["total"] == 6
+    # the vehicles' processing times count from the first evaluated frame's ego pose on
+    lead = [{"kind": "processing", "t": 0.5, "topic": "/vehicle_cav_1/processing_time_ms",
+             "ms": 500.0},
+            {"kind": "pose", "t": 1.0, "stamp": truth.stamps[0]},
+            *({"kind": "processing", "t": 1.0 + i, "topic": "/vehicle_cav_1/processing_time_ms",
+               "ms": ms} for i, ms in enumerate((20.0, 30.0)))]
+    timed = summarize(_record(truth) + lead, truth, "cav_1", {"cav_1": "m1", "rsu_1": "m2"},
+                      truth.stamps, profile)
+    assert timed["latency_ms"]["vehicle_cav_1"] == {"p50": 25.0, "p95": 29.5, "n": 2}
 
 
 def test_bev_picture_draws_every_layer(tmp_path: Path) -> None:

@@ -3,7 +3,8 @@
 AP30/50/70 of the fused and the ego-only detections against the bag's ground truth in the
 ego frame (core.metrics.APAccumulator, on the frames both produced), bytes per CodeMap (raw
 = decoded packed stream, H x W x bits / 8; coded = the message's data length), end-to-end
-latency percentiles, the vehicles' processing times, drops and skips by reason from the last
+latency percentiles, the vehicles' processing times (from the first evaluated frame on: the
+lead-in's are left out), drops and skips by reason from the last
 /diagnostics of every node, and code maps missing per agent.
 """
 from __future__ import annotations
@@ -171,6 +172,14 @@ def realtime_stats(records: list[dict[str, Any]]) -> dict[str, Any]:
     return {"achieved_hz": None if rate is None else round(rate, 2), "nodes": per_node}
 
 
+def _first_arrival(records: list[dict[str, Any]], stamps: list[int]) -> float | None:
+    """When the first evaluated frame's ego pose reached the recorder (None: not recorded):
+    the vehicles' processing times before it are the lead-in's."""
+    first = stamps[0] if stamps else None
+    return min((r["t"] for r in records if r["kind"] == "pose" and r["stamp"] == first),
+               default=None)
+
+
 def summarize(records: list[dict[str, Any]], truth: BagTruth, ego: str,
               agents: dict[str, str], stamps: list[int], profile: Any) -> dict[str, Any]:
     """The demo summary over the evaluated frame `stamps` (see the module doc)."""
@@ -178,8 +187,9 @@ def summarize(records: list[dict[str, Any]], truth: BagTruth, ego: str,
     both = [s for s in stamps if all(s in dets[src] for src in SOURCES)]
     fused = [dets["fused"][s] for s in stamps if s in dets["fused"]]
     processing: dict[str, list[float]] = collections.defaultdict(list)
-    for r in records:
-        if r["kind"] == "processing":  # topic /<node>/processing_time_ms
+    start = _first_arrival(records, stamps)
+    for r in records:  # topic /<node>/processing_time_ms, from the first evaluated frame on
+        if r["kind"] == "processing" and (start is None or r["t"] >= start):
             processing[r["topic"].strip("/").split("/")[0]].append(r["ms"])
     return {
         "frames": {"evaluated_span": len(stamps),
