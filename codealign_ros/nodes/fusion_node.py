@@ -154,12 +154,9 @@ class FusionNode(Node):
         use of the verifier (the pipeline warmed its stages)."""
         assert self.pipeline is not None
         grid, space = self.pipeline.grid, self.pipeline.ego_group
-        info = self.pipeline.spaces[space]
-        code_map = CodeMap(indices=np.zeros((grid.height, grid.width), np.uint8),
-                           bits=info.bits, agent_id=self.ego, modality=self.pipeline.ego_modality,
-                           code_space=space, codebook_hash=info.codebook_hash, stamp_ns=1,
-                           frame_id=self.frame_id, resolution=grid.resolution,
-                           origin=(grid.x_min, grid.y_min, 0.0), pose=GridPose())
+        code_map = self.pipeline.spaces[space].code_map(
+            space, np.zeros((grid.height, grid.width), np.uint8), grid, self.ego,
+            self.pipeline.ego_modality, 1, GridPose())
         msg = deserialize_message(serialize_message(codemap_to_msg(code_map, Encoding.ZSTD)),
                                   CodeMapMsg)
         msg_to_codemap(msg).validate()

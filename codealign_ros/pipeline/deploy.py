@@ -45,6 +45,21 @@ class SpaceInfo:
     bits: int
     codebook_hash: str
 
+    def code_map(self, space: str, indices: Any, grid: Any, agent_id: str, modality: str,
+                 stamp_ns: int, pose: Any) -> Any:
+        """A validated CodeMap of `space` with `indices` (H, W) on the profile `grid`, in
+        the agent's grid frame (`pose` = grid -> world; CodeMapError("pose") when bad)."""
+        from codealign_ros.config import frame
+        from codealign_ros.core.codemap import CodeMap
+
+        code_map = CodeMap(
+            indices=indices, bits=self.bits, agent_id=agent_id, modality=modality,
+            code_space=space, codebook_hash=self.codebook_hash, stamp_ns=int(stamp_ns),
+            frame_id=frame("grid", agent=agent_id), resolution=grid.resolution,
+            origin=(grid.x_min, grid.y_min, 0.0), pose=pose)
+        code_map.validate()
+        return code_map
+
 
 @dataclass(frozen=True)
 class StageRequest:

@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from codealign_ros.config import ConfigError, frame
+from codealign_ros.config import ConfigError
 from codealign_ros.core.codemap import CodeMap, GridPose
 from codealign_ros.data.types import AgentFrame, CameraFrame
 from codealign_ros.models.inputs import (collate_arrays, encoder_inputs, synthetic_points,
@@ -168,14 +168,6 @@ class VehiclePipeline:
     def code_maps(self, result: VehicleResult, stamp_ns: int, pose: GridPose) -> list[CodeMap]:
         """One validated CodeMap per space of `result` (grid frame of this agent, `pose` =
         grid -> world at `stamp_ns`); CodeMapError("pose") for a bad pose."""
-        maps = []
-        for space, (indices, digest) in result.maps.items():
-            code_map = CodeMap(
-                indices=indices, bits=self.spaces[space].bits, agent_id=self.agent_id,
-                modality=self.modality, code_space=space, codebook_hash=digest,
-                stamp_ns=int(stamp_ns), frame_id=frame("grid", agent=self.agent_id),
-                resolution=self.grid.resolution, origin=(self.grid.x_min, self.grid.y_min, 0.0),
-                pose=pose)
-            code_map.validate()
-            maps.append(code_map)
-        return maps
+        return [SpaceInfo(self.spaces[space].bits, digest).code_map(
+                    space, indices, self.grid, self.agent_id, self.modality, stamp_ns, pose)
+                for space, (indices, digest) in result.maps.items()]
