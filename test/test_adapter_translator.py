@@ -349,3 +349,27 @@ def test_code_ce_loss() -> None:
         code_ce_loss(good, idx + D)
     with pytest.raises(ValueError):
         code_ce_loss(good, idx[:, :4])
+
+
+def test_uct_mlp_head_trains_keeps_switching_cost_and_bad_head_raises() -> None:
+    torch.manual_seed(0)
+    lin = UnifiedCodeTranslator(8, {"a": 16, "b": 4}, hidden=16)
+    mlp = UnifiedCodeTranslator(8, {"a": 16, "b": 4}, hidden=16, head="mlp")
+    assert mlp.trainable_parameters() == lin.trainable_parameters() + 16 * 16 + 16
+    assert mlp.switching_parameters("a") == lin.switching_parameters("a") == 16
+    x = torch.randn(1, 8, 5, 5)
+    mlp(x, "a").sum().backward()
+    assert mlp.mid.weight.grad is not None and mlp.mid.weight.grad.abs().sum() > 0
+    assert mlp(x, "b").shape == (1, 4, 5, 5)
+    with pytest.raises(ValueError, match="head"):
+        UnifiedCodeTranslator(8, {"a": 16}, head="deep")
+
+
+def test_translator_head_reads_the_profile_and_rejects_unknown() -> None:
+    from codealign_ros.config import ConfigError
+    from codealign_ros.config.profiles import Profile
+    from codealign_ros.train.stages import translator_head
+    assert translator_head(MINI) == MINI["train"].get("translator_head", "linear")
+    assert translator_head(Profile("x", {"train": {"translator_head": "mlp"}})) == "mlp"
+    with pytest.raises(ConfigError, match="translator_head"):
+        translator_head(Profile("x", {"train": {"translator_head": "deep"}}))

@@ -115,7 +115,8 @@ class ModelStore:
         name = f"uct_{group}" if variant == "uct" else f"uct_{group}_{variant}"
         meta = self.meta(name)
         uct = UnifiedCodeTranslator(self.profile.channels, dict(meta["targets"]),
-                                    hidden=int(meta["hidden"]), variant=meta["variant"])
+                                    hidden=int(meta["hidden"]), variant=meta["variant"],
+                                    head=meta.get("head", "linear"))
         return self._load(uct, name, "translator")
 
     def e2e(self, mode: str) -> tuple[dict[str, nn.Module], DetectionBackend]:

@@ -9,6 +9,9 @@ Three variants from the paper's ablation (Fig. 4), built from the same small pie
   (W1, W2) is shared, so switching costs ``hidden`` parameters (64 at paper scale, ~1% of a
   multi-head head). Targets may differ in ``num_codes``: the single output conv has
   ``max(num_codes)`` channels and a target reads its first ``num_codes`` logits (padding).
+  ``head="mlp"`` puts a shared 1x1 conv + GELU before that output conv (the multi-head's head
+  shape, shared by all targets, so switching still costs ``hidden`` parameters); ``"linear"``
+  (the output conv alone) is how the first translators were built.
 * ``"multi_head"``: the same trunk without gate, one head per target (1x1 conv hidden -> hidden,
   GELU, 1x1 conv -> num_codes; 5,200 parameters at hidden 64 / 16 codes, the paper's 5.2k).
 * ``"one_to_one"``: an independent trunk + output conv per target (quadratic cost overall).
@@ -26,11 +29,12 @@ from codealign_ros.models.codebook import Codebook
 from codealign_ros.errors import CodeAlignError
 
 __all__ = [
-    "VARIANTS", "UnknownTargetError", "ConvNeXtBlock", "ChannelGate", "Trunk", "CodeHead",
+    "VARIANTS", "HEADS", "UnknownTargetError", "ConvNeXtBlock", "ChannelGate", "Trunk", "CodeHead",
     "UnifiedCodeTranslator", "TargetTranslatorExport",
 ]
 
 VARIANTS = ("uct", "multi_head", "one_to_one")
+HEADS = ("linear", "mlp")
 
 
 class UnknownTargetError(CodeAlignError, KeyError):
@@ -127,10 +131,12 @@ class UnifiedCodeTranslator(nn.Module):
 
     def __init__(self, in_channels: int, targets: Mapping[str, int], hidden: int = 64,
                  blocks: int = 3, reduction: int = 4, variant: str = "uct",
-                 layer_scale: float = 1e-6) -> None:
+                 layer_scale: float = 1e-6, head: str = "linear") -> None:
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {head!r}")
         for name, value in (("in_channels", in_channels), ("hidden", hidden), ("blocks", blocks),
                             ("reduction", reduction)):
             if not isinstance(value, int) or value < 1:
@@ -143,12 +149,14 @@ class UnifiedCodeTranslator(nn.Module):
         for name, num_codes in targets.items():
             _check_target(name, num_codes)
         self.in_channels, self.hidden, self.variant = in_channels, hidden, variant
+        self.head = head if variant == "uct" else "linear"
         self._blocks, self._layer_scale = blocks, layer_scale
         self.targets: dict[str, int] = {}
         if variant == "uct":
             self.trunk = Trunk(in_channels, hidden, blocks, layer_scale)
             self.gate = ChannelGate(hidden, reduction)
             self.embeddings = nn.ParameterDict()
+            self.mid = nn.Conv2d(hidden, hidden, 1) if self.head == "mlp" else nn.Identity()
             self.out = nn.Conv2d(hidden, max(targets.values()), 1)
         elif variant == "multi_head":
             self.trunk = Trunk(in_channels, hidden, blocks, layer_scale)
@@ -233,8 +241,10 @@ class UnifiedCodeTranslator(nn.Module):
             raise ValueError(f"translator expects (B, {self.in_channels}, H, W), "
                              f"got {tuple(x.shape)}")
         if self.variant == "uct":
-            gate = self.gate(self.embeddings[target])
-            return self.out(self.trunk(x, gate))[:, :d]
+            h = self.trunk(x, self.gate(self.embeddings[target]))
+            if self.head == "mlp":
+                h = F.gelu(self.mid(h))
+            return self.out(h)[:, :d]
         if self.variant == "multi_head":
             return self.heads[target](self.trunk(x))
         return self.translators[target](x)

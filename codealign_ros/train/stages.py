@@ -30,7 +30,7 @@ from codealign_ros.config import ConfigError
 from codealign_ros.config.profiles import Profile
 from codealign_ros.config.groups import group_of, groups
 from codealign_ros.models.store import ModelStore, save_component
-from codealign_ros.models.translator import UnifiedCodeTranslator
+from codealign_ros.models.translator import HEADS, UnifiedCodeTranslator
 from codealign_ros.models.warp import warp_with_theta
 from codealign_ros.train.dataset import Collate, CoopDataset, StepLoader
 from codealign_ros.train.distributed import Accel
@@ -273,6 +273,15 @@ def translator_settings(profile: Profile) -> tuple[float, BalanceState]:
     return share, BalanceState(relative=mode == "change")
 
 
+def translator_head(profile: Profile) -> str:
+    """The UCT output head of new translators (`train.translator_head`, default "linear")."""
+    head = profile["train"].get("translator_head", "linear")
+    if head not in HEADS:
+        raise ConfigError(f"profile {profile.name}: translator_head must be one of {HEADS}, "
+                          f"got {head!r}")
+    return head
+
+
 def train_translator(data: StageData, store: ModelStore, source: str, out: Path,
                      cfg: LoopConfig, variant: str = "uct") -> StageResult:
     """Stage c: the UCT of `source` into every other group, on `source`'s data only.
@@ -289,9 +298,10 @@ def train_translator(data: StageData, store: ModelStore, source: str, out: Path,
     own_codebook = store.codebook(source)
     codebooks = {t: store.codebook(t) for t in targets}
     backends = {t: freeze(store.group_backend(t)) for t in targets}
+    head = translator_head(data.profile)
     uct = UnifiedCodeTranslator(data.profile.channels,
                                 {t: cb.num_codes for t, cb in codebooks.items()},
-                                hidden=data.profile.channels, variant=variant)
+                                hidden=data.profile.channels, variant=variant, head=head)
     data.to(*encoders.values(), *adapters.values(), own_codebook, *codebooks.values(),
             *backends.values(), uct)
 
@@ -317,7 +327,7 @@ def train_translator(data: StageData, store: ModelStore, source: str, out: Path,
         _save(data, path, "translator", {"translator": uct.state_dict()}, source=source,
               targets={t: cb.num_codes for t, cb in codebooks.items()},
               target_hashes={t: cb.weights_hash() for t, cb in codebooks.items()},
-              hidden=data.profile.channels, variant=variant, steps=cfg.steps)
+              hidden=data.profile.channels, variant=variant, head=uct.head, steps=cfg.steps)
     history = fit(f"translator {source} ({variant})", {"translator": uct}, params, step, cfg,
                   out / "checkpoints" / f"{name}.ckpt", data.loader(source, mods), data.accel,
                   data.hook(save))
