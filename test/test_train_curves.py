@@ -194,6 +194,29 @@ def test_step_caps_per_job() -> None:
     assert _budget("codespace", {"group": "g1"}, {"codespace": 5, "base": 9}) == "codespace"
 
 
+def test_plan_backend_strategy_per_group() -> None:
+    """`train.codespace_backend` sets a group's code-space backend; the Table 7 ablation
+    trains the other strategy; --codespace-backend overrides every group."""
+    from codealign_ros.train.cli import plan
+    from codealign_ros.train.codespace import group_backend_modes
+
+    def spaces(*args: object) -> dict[str, dict]:
+        return {kw["group"] + kw.get("variant", ""): kw
+                for stage, kw in plan(["codespace", "ablation"], *args) if stage == "codespace"}
+    auto = spaces()
+    assert "backend_mode" not in auto["g2"] and auto["g2_trained"]["backend_mode"] == "trained"
+    per_group = spaces("auto", "kmeans", {"g2": "trained"})
+    assert per_group["g2"]["backend_mode"] == "trained" and "backend_mode" not in per_group["g3"]
+    assert per_group["g2_frozen"]["backend_mode"] == "frozen" and "g2_trained" not in per_group
+    forced = spaces("frozen", "kmeans", {"g2": "trained"})
+    assert {kw.get("backend_mode") for g, kw in forced.items() if g[:2] != "g2"} == {"frozen"}
+    assert forced["g2"]["backend_mode"] == "frozen" and "g2_trained" in forced
+    with pytest.raises(ValueError, match="codespace_backend"):
+        group_backend_modes({"codespace_backend": {"g9": "trained"}})
+    with pytest.raises(ValueError, match="codespace_backend"):
+        group_backend_modes({"codespace_backend": {"g2": "sometimes"}})
+
+
 def test_card_metrics_refresh_keeps_the_rest(tmp_path: Path) -> None:
     from codealign_ros.train import cards
 

@@ -20,7 +20,7 @@ lidar=$!
 camera=$!
 # 2. what needs only the LiDAR chain (Table 2 and Table 7 analogs) fills its wait
 wait $lidar
-( train --stage e2e "$@" && train --stage ablation --only trained "$@" ) \
+( train --stage e2e "$@" && train --stage ablation --only frozen,trained "$@" ) \
   > "$out/train-extra.log" 2>&1 &
 extra=$!
 # 3. translators and HEAL baselines (every code space ready), then the remaining ablations

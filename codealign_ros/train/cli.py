@@ -35,9 +35,9 @@ STAGES = ("base", "codespace", "translator", "heal", "ablation", "e2e")
 ABLATION_CODES = (4, 64)
 ABLATION_TRANSLATORS = ("multi_head", "one_to_one")
 ABLATION_SOURCE = "g2"
-# Table 7 analog: the single-modality group's code space with its backend trained as well
-# (the shipped codespace_g2 keeps it frozen, as the paper).
-ABLATION_BACKEND = ("g2", "trained", "_trained")
+# Table 7 analog: the single-modality group whose code space is also trained with the other
+# backend strategy than its profile's (`train.codespace_backend`), as codespace_<g>_<mode>.
+ABLATION_BACKEND_GROUP = "g2"
 
 
 def heal_pairs() -> list[tuple[str, str]]:
@@ -50,30 +50,40 @@ def heal_pairs() -> list[tuple[str, str]]:
     return sorted(pairs)
 
 
-def plan(stage_names: list[str], backend_mode: str = "auto",
-         init: str = "kmeans") -> list[tuple[str, dict[str, Any]]]:
+def plan(stage_names: list[str], backend_mode: str = "auto", init: str = "kmeans",
+         backends: dict[str, str] | None = None) -> list[tuple[str, dict[str, Any]]]:
     """(stage, keyword arguments) of every training job, in dependency order; code spaces
-    with `backend_mode` / codebook `init` (train/codespace.py train_codespace)."""
-    cs = {k: v for k, v in (("backend_mode", backend_mode), ("init", init))
-          if v not in ("auto", "kmeans")}
+    with codebook `init` and the backend mode of each group: `backends` (group -> mode, the
+    profile's `train.codespace_backend`) unless `backend_mode` forces one
+    (train/codespace.py train_codespace)."""
+    from codealign_ros.train.codespace import backend_trained, group_backend_modes
+
+    modes = group_backend_modes({"codespace_backend": backends or {}}, backend_mode)
+    init_kw = {"init": init} if init != "kmeans" else {}
+
+    def space(g: str, mode: str | None = None, **kw: Any) -> dict[str, Any]:
+        mode = mode or modes[g]
+        return {"group": g, **kw, **({"backend_mode": mode} if mode != "auto" else {}),
+                **init_kw}
     jobs: list[tuple[str, dict[str, Any]]] = []
     mods = [m for ms in groups().values() for m in ms]
     if "base" in stage_names:
         jobs += [("base", {"modality": m}) for m in mods]
     if "codespace" in stage_names:
-        jobs += [("codespace", {"group": g, **cs}) for g in groups()]
+        jobs += [("codespace", space(g)) for g in groups()]
     if "translator" in stage_names:
         jobs += [("translator", {"source": g}) for g in groups()]
     if "heal" in stage_names:
         jobs += [("heal", {"modality": m, "group": g}) for m, g in heal_pairs()]
     if "ablation" in stage_names:
-        jobs += [("codespace", {"group": "g1", "num_codes": k, "variant": f"_k{k}", **cs})
+        jobs += [("codespace", space("g1", num_codes=k, variant=f"_k{k}"))
                  for k in ABLATION_CODES]
         jobs += [("translator", {"source": ABLATION_SOURCE, "variant": v})
                  for v in ABLATION_TRANSLATORS]
-        g, mode, variant = ABLATION_BACKEND
-        jobs.append(("codespace", {"group": g, "backend_mode": mode, "variant": variant,
-                                   **({"init": init} if init != "kmeans" else {})}))
+        g = ABLATION_BACKEND_GROUP
+        other = "frozen" if backend_trained(modes[g], groups()[g]) else "trained"
+        jobs.append(("codespace", {"group": g, "backend_mode": other, "variant": f"_{other}",
+                                   **init_kw}))
     if "e2e" in stage_names:
         from codealign_ros.train.e2e import MODES, SETTING
 
@@ -208,7 +218,8 @@ def _train(args: argparse.Namespace, accel: "Accel") -> int:
                     args.data)
     val = _validation_frames(args) if accel.main and validating else []
     loaded: dict[tuple[str, bool], list] = {}
-    for stage, kwargs in plan(names, args.codespace_backend, args.codebook_init):
+    for stage, kwargs in plan(names, args.codespace_backend, args.codebook_init,
+                              profile["train"].get("codespace_backend")):
         label = "_".join(str(v) for v in kwargs.values())
         if only and not only & {str(v) for v in kwargs.values()}:
             continue
@@ -357,8 +368,9 @@ def add_train_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--codespace-backend", choices=("auto", "frozen", "trained"),
                    default="auto",
                    help="code-space stage: train the group backend or keep the base one "
-                        "frozen (auto: the paper, trained only for multi-modality groups); "
-                        "recorded in the component meta, run config and model card")
+                        "frozen for every group (auto: the profile's train.codespace_backend "
+                        "per group, else the paper's rule, trained only for multi-modality "
+                        "groups); recorded in the component meta, run config and model card")
     p.add_argument("--codebook-init", choices=("kmeans", "revive"), default="kmeans",
                    help="codebook start: k-means over a few batches of adapted features, "
                         "or random codes revived from one batch (the former behaviour)")

@@ -26,7 +26,8 @@ from codealign_ros.train.stages import (COMMITMENT, COSINE_WEIGHT, LOG, StageDat
                                         _finish, _floats, _save, apply_per_modality,
                                         encode_frozen, trainable_parameters, valid_mask)
 
-__all__ = ["BACKEND_MODES", "CODEBOOK_INITS", "backend_trained", "step_cap", "train_codespace"]
+__all__ = ["BACKEND_MODES", "CODEBOOK_INITS", "backend_trained", "group_backend_modes",
+           "step_cap", "train_codespace"]
 
 BACKEND_MODES = ("auto", "frozen", "trained")
 CODEBOOK_INITS = ("kmeans", "revive")
@@ -42,6 +43,18 @@ def backend_trained(mode: str, modalities: list[str]) -> bool:
     if mode not in BACKEND_MODES:
         raise ValueError(f"codespace backend must be one of {BACKEND_MODES}, got {mode!r}")
     return len(modalities) > 1 if mode == "auto" else mode == "trained"
+
+
+def group_backend_modes(train: dict[str, Any], cli_mode: str = "auto") -> dict[str, str]:
+    """The code-space backend mode of every group: `cli_mode` (`--codespace-backend`) when
+    it forces one, else the profile's `train.codespace_backend` entry (group -> mode), else
+    "auto"."""
+    table = train.get("codespace_backend") or {}
+    bad = {g: m for g, m in table.items() if g not in groups() or m not in BACKEND_MODES}
+    if bad or cli_mode not in BACKEND_MODES:
+        raise ValueError(f"train.codespace_backend maps groups {sorted(groups())} to one of "
+                         f"{BACKEND_MODES}; got {bad or cli_mode!r}")
+    return {g: cli_mode if cli_mode != "auto" else table.get(g, "auto") for g in groups()}
 
 
 def step_cap(stage: str, kwargs: dict[str, Any], steps: dict[str, int]) -> str:

@@ -78,12 +78,15 @@ def compute(models: Path, data: Path, split: str, max_frames: int = 0,
     out["no_harm"] = {name: {peers: evaluate(store, "codealign", parse_setting(name), frames,
                                              Variant(peers=peers), progress, cache)
                              for peers in ("none", "zero")} for name in settings()}
-    if (models / "codespace_g2_trained.pt").exists():
+    shipped = "trained" if store.has("codespace_g2") and store.meta("codespace_g2").get(
+        "backend_trained") else "frozen"
+    other = {"trained": "frozen", "frozen": "trained"}[shipped]
+    if (models / f"codespace_g2_{other}.pt").exists():  # Table 7: the other strategy too
         own = {"ego": "m2", "others": ["m2"]}
-        out["backend"] = {v: evaluate(store, "codealign", own, frames, Variant(suffix,
-                                                                                 peers="none"),
-                                      progress, cache)
-                          for v, suffix in (("frozen", ""), ("trained", "_trained"))}
+        suffix = {shipped: "", other: f"_{other}"}
+        out["backend"] = {f"{v} (shipped)" if v == shipped else v: evaluate(
+            store, "codealign", own, frames, Variant(suffix[v], peers="none"), progress, cache)
+            for v in ("frozen", "trained")}
     if all((models / f"e2e_{mode}.pt").exists() for mode in e2e.MODES):
         setting = parse_setting(e2e.SETTING)
         out["isolation_setting"] = e2e.SETTING
