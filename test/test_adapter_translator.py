@@ -365,11 +365,41 @@ def test_uct_mlp_head_trains_keeps_switching_cost_and_bad_head_raises() -> None:
         UnifiedCodeTranslator(8, {"a": 16}, head="deep")
 
 
-def test_translator_head_reads_the_profile_and_rejects_unknown() -> None:
+def test_translator_options_read_the_profile_and_reject_unknown() -> None:
     from codealign_ros.config import ConfigError
     from codealign_ros.config.profiles import Profile
-    from codealign_ros.train.stages import translator_head
-    assert translator_head(MINI) == MINI["train"].get("translator_head", "linear")
-    assert translator_head(Profile("x", {"train": {"translator_head": "mlp"}})) == "mlp"
+    from codealign_ros.train.stages import translator_options
+    mini = translator_options(MINI)
+    assert (mini["head"], mini["gate"]) == (MINI["train"].get("translator_head", "linear"),
+                                            MINI["train"].get("translator_gate", "stem"))
+    assert translator_options(Profile("x", {"train": {"translator_head": "mlp"}})) == {
+        "head": "mlp", "gate": "stem", "layer_scale": 1e-6}
+    assert translator_options(Profile("x", {"train": {"translator_gate": "blocks",
+                                                     "translator_layer_scale": 0.1}})) == {
+        "head": "linear", "gate": "blocks", "layer_scale": 0.1}
     with pytest.raises(ConfigError, match="translator_head"):
-        translator_head(Profile("x", {"train": {"translator_head": "deep"}}))
+        translator_options(Profile("x", {"train": {"translator_head": "deep"}}))
+    with pytest.raises(ConfigError, match="translator_gate"):
+        translator_options(Profile("x", {"train": {"translator_gate": "everywhere"}}))
+    with pytest.raises(ConfigError, match="translator_layer_scale"):
+        translator_options(Profile("x", {"train": {"translator_layer_scale": 0}}))
+
+
+def test_uct_gate_before_every_block_switches_targets_at_the_same_cost() -> None:
+    """gate="blocks" modulates every ConvNeXt block's input: same parameters, different
+    function (the stem-only gate leaves the blocks target-blind)."""
+    torch.manual_seed(0)
+    stem = UnifiedCodeTranslator(8, {"a": 16, "b": 16}, hidden=16, layer_scale=1.0)
+    blocks = UnifiedCodeTranslator(8, {"a": 16, "b": 16}, hidden=16, layer_scale=1.0,
+                                   gate="blocks")
+    blocks.load_state_dict(stem.state_dict())
+    assert blocks.trainable_parameters() == stem.trainable_parameters()
+    assert blocks.switching_parameters("a") == stem.switching_parameters("a") == 16
+    x = torch.randn(1, 8, 5, 5)
+    assert not torch.allclose(blocks(x, "a"), stem(x, "a"), atol=1e-5)
+    assert not torch.allclose(blocks(x, "a"), blocks(x, "b"), atol=1e-5)
+    with torch.no_grad():  # no modulation at all: both reduce to the plain trunk
+        g = torch.ones(1, 16, 1, 1)
+        assert torch.allclose(stem.trunk(x), blocks.trunk(x, g, every_block=True), atol=1e-6)
+    with pytest.raises(ValueError, match="gate"):
+        UnifiedCodeTranslator(8, {"a": 16}, gate="everywhere")

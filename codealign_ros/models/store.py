@@ -116,7 +116,8 @@ class ModelStore:
         meta = self.meta(name)
         uct = UnifiedCodeTranslator(self.profile.channels, dict(meta["targets"]),
                                     hidden=int(meta["hidden"]), variant=meta["variant"],
-                                    head=meta.get("head", "linear"))
+                                    head=meta.get("head", "linear"),
+                                    gate=meta.get("gate", "stem"))
         return self._load(uct, name, "translator")
 
     def e2e(self, mode: str) -> tuple[dict[str, nn.Module], DetectionBackend]:

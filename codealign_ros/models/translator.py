@@ -11,7 +11,9 @@ Three variants from the paper's ablation (Fig. 4), built from the same small pie
   ``max(num_codes)`` channels and a target reads its first ``num_codes`` logits (padding).
   ``head="mlp"`` puts a shared 1x1 conv + GELU before that output conv (the multi-head's head
   shape, shared by all targets, so switching still costs ``hidden`` parameters); ``"linear"``
-  (the output conv alone) is how the first translators were built.
+  (the output conv alone) is how the first translators were built. ``gate="blocks"`` applies
+  the same target gate before every ConvNeXt block instead of once after the stem (still
+  ``hidden`` switching parameters: the paper does not say where its modulation sits).
 * ``"multi_head"``: the same trunk without gate, one head per target (1x1 conv hidden -> hidden,
   GELU, 1x1 conv -> num_codes; 5,200 parameters at hidden 64 / 16 codes, the paper's 5.2k).
 * ``"one_to_one"``: an independent trunk + output conv per target (quadratic cost overall).
@@ -29,12 +31,13 @@ from codealign_ros.models.codebook import Codebook
 from codealign_ros.errors import CodeAlignError
 
 __all__ = [
-    "VARIANTS", "HEADS", "UnknownTargetError", "ConvNeXtBlock", "ChannelGate", "Trunk", "CodeHead",
+    "VARIANTS", "HEADS", "GATES", "UnknownTargetError", "ConvNeXtBlock", "ChannelGate", "Trunk", "CodeHead",
     "UnifiedCodeTranslator", "TargetTranslatorExport",
 ]
 
 VARIANTS = ("uct", "multi_head", "one_to_one")
 HEADS = ("linear", "mlp")
+GATES = ("stem", "blocks")
 
 
 class UnknownTargetError(CodeAlignError, KeyError):
@@ -73,7 +76,8 @@ class ChannelGate(nn.Module):
 
 
 class Trunk(nn.Module):
-    """1x1 stem conv in -> hidden, optional channel gate, ``blocks`` ConvNeXt blocks."""
+    """1x1 stem conv in -> hidden, optional channel gate, ``blocks`` ConvNeXt blocks; the gate
+    multiplies the stem output, or with ``every_block`` the input of every block."""
 
     def __init__(self, in_channels: int, hidden: int, blocks: int, layer_scale: float) -> None:
         super().__init__()
@@ -81,9 +85,15 @@ class Trunk(nn.Module):
         self.blocks = nn.Sequential(*(ConvNeXtBlock(hidden, layer_scale=layer_scale)
                                       for _ in range(blocks)))
 
-    def forward(self, x: Tensor, gate: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, gate: Tensor | None = None, every_block: bool = False) -> Tensor:
         h = self.stem(x)
-        return self.blocks(h if gate is None else h * gate)
+        if gate is None:
+            return self.blocks(h)
+        if not every_block:
+            return self.blocks(h * gate)
+        for block in self.blocks:
+            h = block(h * gate)
+        return h
 
 
 class CodeHead(nn.Module):
@@ -131,12 +141,14 @@ class UnifiedCodeTranslator(nn.Module):
 
     def __init__(self, in_channels: int, targets: Mapping[str, int], hidden: int = 64,
                  blocks: int = 3, reduction: int = 4, variant: str = "uct",
-                 layer_scale: float = 1e-6, head: str = "linear") -> None:
+                 layer_scale: float = 1e-6, head: str = "linear", gate: str = "stem") -> None:
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+        if gate not in GATES:
+            raise ValueError(f"gate must be one of {GATES}, got {gate!r}")
         for name, value in (("in_channels", in_channels), ("hidden", hidden), ("blocks", blocks),
                             ("reduction", reduction)):
             if not isinstance(value, int) or value < 1:
@@ -150,6 +162,7 @@ class UnifiedCodeTranslator(nn.Module):
             _check_target(name, num_codes)
         self.in_channels, self.hidden, self.variant = in_channels, hidden, variant
         self.head = head if variant == "uct" else "linear"
+        self.gate_at = gate if variant == "uct" else "stem"
         self._blocks, self._layer_scale = blocks, layer_scale
         self.targets: dict[str, int] = {}
         if variant == "uct":
@@ -241,7 +254,7 @@ class UnifiedCodeTranslator(nn.Module):
             raise ValueError(f"translator expects (B, {self.in_channels}, H, W), "
                              f"got {tuple(x.shape)}")
         if self.variant == "uct":
-            h = self.trunk(x, self.gate(self.embeddings[target]))
+            h = self.trunk(x, self.gate(self.embeddings[target]), self.gate_at == "blocks")
             if self.head == "mlp":
                 h = F.gelu(self.mid(h))
             return self.out(h)[:, :d]

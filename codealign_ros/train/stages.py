@@ -30,7 +30,7 @@ from codealign_ros.config import ConfigError
 from codealign_ros.config.profiles import Profile
 from codealign_ros.config.groups import group_of, groups
 from codealign_ros.models.store import ModelStore, save_component
-from codealign_ros.models.translator import HEADS, UnifiedCodeTranslator
+from codealign_ros.models.translator import GATES, HEADS, UnifiedCodeTranslator
 from codealign_ros.models.warp import warp_with_theta
 from codealign_ros.train.dataset import Collate, CoopDataset, StepLoader
 from codealign_ros.train.distributed import Accel
@@ -273,13 +273,20 @@ def translator_settings(profile: Profile) -> tuple[float, BalanceState]:
     return share, BalanceState(relative=mode == "change")
 
 
-def translator_head(profile: Profile) -> str:
-    """The UCT output head of new translators (`train.translator_head`, default "linear")."""
-    head = profile["train"].get("translator_head", "linear")
-    if head not in HEADS:
+def translator_options(profile: Profile) -> dict[str, Any]:
+    """UCT keyword arguments of new translators from the profile: `train.translator_head`
+    (default "linear"), `train.translator_gate` (default "stem") and
+    `train.translator_layer_scale` (the ConvNeXt blocks' initial layer scale, default 1e-6)."""
+    train = profile["train"]
+    head = train.get("translator_head", "linear")
+    gate = train.get("translator_gate", "stem")
+    scale = train.get("translator_layer_scale", 1e-6)
+    if head not in HEADS or gate not in GATES or not (
+            isinstance(scale, (int, float)) and 0 < scale <= 1):
         raise ConfigError(f"profile {profile.name}: translator_head must be one of {HEADS}, "
-                          f"got {head!r}")
-    return head
+                          f"translator_gate one of {GATES} and translator_layer_scale in "
+                          f"(0, 1]; got {head!r}, {gate!r}, {scale!r}")
+    return {"head": head, "gate": gate, "layer_scale": float(scale)}
 
 
 def train_translator(data: StageData, store: ModelStore, source: str, out: Path,
@@ -298,10 +305,10 @@ def train_translator(data: StageData, store: ModelStore, source: str, out: Path,
     own_codebook = store.codebook(source)
     codebooks = {t: store.codebook(t) for t in targets}
     backends = {t: freeze(store.group_backend(t)) for t in targets}
-    head = translator_head(data.profile)
     uct = UnifiedCodeTranslator(data.profile.channels,
                                 {t: cb.num_codes for t, cb in codebooks.items()},
-                                hidden=data.profile.channels, variant=variant, head=head)
+                                hidden=data.profile.channels, variant=variant,
+                                **translator_options(data.profile))
     data.to(*encoders.values(), *adapters.values(), own_codebook, *codebooks.values(),
             *backends.values(), uct)
 
@@ -327,7 +334,8 @@ def train_translator(data: StageData, store: ModelStore, source: str, out: Path,
         _save(data, path, "translator", {"translator": uct.state_dict()}, source=source,
               targets={t: cb.num_codes for t, cb in codebooks.items()},
               target_hashes={t: cb.weights_hash() for t, cb in codebooks.items()},
-              hidden=data.profile.channels, variant=variant, head=uct.head, steps=cfg.steps)
+              hidden=data.profile.channels, variant=variant, head=uct.head,
+              gate=uct.gate_at, steps=cfg.steps)
     history = fit(f"translator {source} ({variant})", {"translator": uct}, params, step, cfg,
                   out / "checkpoints" / f"{name}.ckpt", data.loader(source, mods), data.accel,
                   data.hook(save))
