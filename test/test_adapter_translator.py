@@ -372,17 +372,21 @@ def test_translator_options_read_the_profile_and_reject_unknown() -> None:
     mini = translator_options(MINI)
     assert (mini["head"], mini["gate"]) == (MINI["train"].get("translator_head", "linear"),
                                             MINI["train"].get("translator_gate", "stem"))
-    assert translator_options(Profile("x", {"train": {"translator_head": "mlp"}})) == {
-        "head": "mlp", "gate": "stem", "layer_scale": 1e-6}
-    assert translator_options(Profile("x", {"train": {"translator_gate": "blocks",
-                                                     "translator_layer_scale": 0.1}})) == {
-        "head": "linear", "gate": "blocks", "layer_scale": 0.1}
+    assert mini["hidden"] == MINI["train"].get("translator_hidden", MINI.channels)
+    x = {"channels": 32}
+    assert translator_options(Profile("x", {**x, "train": {"translator_head": "mlp"}})) == {
+        "head": "mlp", "gate": "stem", "layer_scale": 1e-6, "hidden": 32}
+    assert translator_options(Profile("x", {**x, "train": {
+        "translator_gate": "blocks", "translator_layer_scale": 0.1, "translator_hidden": 64}})) == {
+        "head": "linear", "gate": "blocks", "layer_scale": 0.1, "hidden": 64}
     with pytest.raises(ConfigError, match="translator_head"):
-        translator_options(Profile("x", {"train": {"translator_head": "deep"}}))
+        translator_options(Profile("x", {**x, "train": {"translator_head": "deep"}}))
     with pytest.raises(ConfigError, match="translator_gate"):
-        translator_options(Profile("x", {"train": {"translator_gate": "everywhere"}}))
+        translator_options(Profile("x", {**x, "train": {"translator_gate": "everywhere"}}))
     with pytest.raises(ConfigError, match="translator_layer_scale"):
-        translator_options(Profile("x", {"train": {"translator_layer_scale": 0}}))
+        translator_options(Profile("x", {**x, "train": {"translator_layer_scale": 0}}))
+    with pytest.raises(ConfigError, match="translator_hidden"):
+        translator_options(Profile("x", {**x, "train": {"translator_hidden": 2.5}}))
 
 
 def test_uct_gate_before_every_block_switches_targets_at_the_same_cost() -> None:
@@ -403,3 +407,20 @@ def test_uct_gate_before_every_block_switches_targets_at_the_same_cost() -> None
         assert torch.allclose(stem.trunk(x), blocks.trunk(x, g, every_block=True), atol=1e-6)
     with pytest.raises(ValueError, match="gate"):
         UnifiedCodeTranslator(8, {"a": 16}, gate="everywhere")
+
+
+def test_store_rebuilds_the_translator_shape_from_its_meta(tmp_path: Path) -> None:
+    """A UCT saved with a non-default width, head and gate loads back as the same function."""
+    from codealign_ros.models.store import ModelStore, save_component
+    torch.manual_seed(0)
+    targets = {"g1": 16, "g3": 16}
+    uct = UnifiedCodeTranslator(MINI.channels, targets, hidden=16, head="mlp", gate="blocks",
+                                layer_scale=0.5)
+    save_component(tmp_path / "uct_g2.pt", "translator", {"translator": uct.state_dict()},
+                   {"targets": targets, "hidden": uct.hidden, "variant": "uct",
+                    "head": uct.head, "gate": uct.gate_at})
+    loaded = ModelStore(tmp_path, MINI).translator("g2")
+    assert (loaded.hidden, loaded.head, loaded.gate_at) == (16, "mlp", "blocks")
+    x = torch.randn(1, MINI.channels, 6, 6)
+    with torch.no_grad():
+        assert torch.equal(loaded(x, "g3"), uct.eval()(x, "g3"))

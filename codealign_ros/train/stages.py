@@ -275,18 +275,22 @@ def translator_settings(profile: Profile) -> tuple[float, BalanceState]:
 
 def translator_options(profile: Profile) -> dict[str, Any]:
     """UCT keyword arguments of new translators from the profile: `train.translator_head`
-    (default "linear"), `train.translator_gate` (default "stem") and
-    `train.translator_layer_scale` (the ConvNeXt blocks' initial layer scale, default 1e-6)."""
+    (default "linear"), `train.translator_gate` (default "stem"),
+    `train.translator_layer_scale` (the ConvNeXt blocks' initial layer scale, default 1e-6) and
+    `train.translator_hidden` (the translator's width, default the feature channels)."""
     train = profile["train"]
+    hidden = train.get("translator_hidden", profile.channels)
     head = train.get("translator_head", "linear")
     gate = train.get("translator_gate", "stem")
     scale = train.get("translator_layer_scale", 1e-6)
     if head not in HEADS or gate not in GATES or not (
-            isinstance(scale, (int, float)) and 0 < scale <= 1):
+            isinstance(scale, (int, float)) and 0 < scale <= 1) or not (
+            isinstance(hidden, int) and hidden >= 4):
         raise ConfigError(f"profile {profile.name}: translator_head must be one of {HEADS}, "
-                          f"translator_gate one of {GATES} and translator_layer_scale in "
-                          f"(0, 1]; got {head!r}, {gate!r}, {scale!r}")
-    return {"head": head, "gate": gate, "layer_scale": float(scale)}
+                          f"translator_gate one of {GATES}, translator_layer_scale in (0, 1] "
+                          f"and translator_hidden an int >= 4; got {head!r}, {gate!r}, "
+                          f"{scale!r}, {hidden!r}")
+    return {"head": head, "gate": gate, "layer_scale": float(scale), "hidden": hidden}
 
 
 def train_translator(data: StageData, store: ModelStore, source: str, out: Path,
@@ -307,8 +311,7 @@ def train_translator(data: StageData, store: ModelStore, source: str, out: Path,
     backends = {t: freeze(store.group_backend(t)) for t in targets}
     uct = UnifiedCodeTranslator(data.profile.channels,
                                 {t: cb.num_codes for t, cb in codebooks.items()},
-                                hidden=data.profile.channels, variant=variant,
-                                **translator_options(data.profile))
+                                variant=variant, **translator_options(data.profile))
     data.to(*encoders.values(), *adapters.values(), own_codebook, *codebooks.values(),
             *backends.values(), uct)
 
@@ -334,7 +337,7 @@ def train_translator(data: StageData, store: ModelStore, source: str, out: Path,
         _save(data, path, "translator", {"translator": uct.state_dict()}, source=source,
               targets={t: cb.num_codes for t, cb in codebooks.items()},
               target_hashes={t: cb.weights_hash() for t, cb in codebooks.items()},
-              hidden=data.profile.channels, variant=variant, head=uct.head,
+              hidden=uct.hidden, variant=variant, head=uct.head,
               gate=uct.gate_at, steps=cfg.steps)
     history = fit(f"translator {source} ({variant})", {"translator": uct}, params, step, cfg,
                   out / "checkpoints" / f"{name}.ckpt", data.loader(source, mods), data.accel,
