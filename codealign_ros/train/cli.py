@@ -35,8 +35,7 @@ STAGES = ("base", "codespace", "translator", "heal", "ablation", "e2e")
 ABLATION_CODES = (4, 64)
 ABLATION_TRANSLATORS = ("multi_head", "one_to_one")
 ABLATION_SOURCE = "g2"
-# Table 7 analog: the single-modality group whose code space is also trained with the other
-# backend strategy than its profile's (`train.codespace_backend`), as codespace_<g>_<mode>.
+# Table 7 analog: this group's code space also with the other backend strategy, codespace_g2_<mode>
 ABLATION_BACKEND_GROUP = "g2"
 
 
@@ -53,9 +52,8 @@ def heal_pairs() -> list[tuple[str, str]]:
 def plan(stage_names: list[str], backend_mode: str = "auto", init: str = "kmeans",
          backends: dict[str, str] | None = None) -> list[tuple[str, dict[str, Any]]]:
     """(stage, keyword arguments) of every training job, in dependency order; code spaces
-    with codebook `init` and the backend mode of each group: `backends` (group -> mode, the
-    profile's `train.codespace_backend`) unless `backend_mode` forces one
-    (train/codespace.py train_codespace)."""
+    with codebook `init` and each group's backend mode: `backends` (the profile's
+    `train.codespace_backend`) unless `backend_mode` forces one (codespace.train_codespace)."""
     from codealign_ros.train.codespace import backend_trained, group_backend_modes
 
     modes = group_backend_modes({"codespace_backend": backends or {}}, backend_mode)
@@ -63,7 +61,7 @@ def plan(stage_names: list[str], backend_mode: str = "auto", init: str = "kmeans
 
     def space(g: str, mode: str | None = None, **kw: Any) -> dict[str, Any]:
         mode = mode or modes[g]
-        return {"group": g, **kw, **({"backend_mode": mode} if mode != "auto" else {}),
+        return {"group": g, **({"backend_mode": mode} if mode != "auto" else {}), **kw,
                 **init_kw}
     jobs: list[tuple[str, dict[str, Any]]] = []
     mods = [m for ms in groups().values() for m in ms]
@@ -82,8 +80,7 @@ def plan(stage_names: list[str], backend_mode: str = "auto", init: str = "kmeans
                  for v in ABLATION_TRANSLATORS]
         g = ABLATION_BACKEND_GROUP
         other = "frozen" if backend_trained(modes[g], groups()[g]) else "trained"
-        jobs.append(("codespace", {"group": g, "backend_mode": other, "variant": f"_{other}",
-                                   **init_kw}))
+        jobs.append(("codespace", space(g, other, variant=f"_{other}")))
     if "e2e" in stage_names:
         from codealign_ros.train.e2e import MODES, SETTING
 
@@ -223,8 +220,7 @@ def _train(args: argparse.Namespace, accel: "Accel") -> int:
         label = "_".join(str(v) for v in kwargs.values())
         if only and not only & {str(v) for v in kwargs.values()}:
             continue
-        needed = _groups_used(stage, kwargs)
-        cameras = _needs_cameras(stage, kwargs)
+        needed, cameras = _groups_used(stage, kwargs), _needs_cameras(stage, kwargs)
         for g in needed:
             if (g, cameras) not in loaded:
                 started = time.perf_counter()
